@@ -1,0 +1,23 @@
+# All set-up happens here: a fresh machine needs only python3.11, make and the package registries.
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: setup build test test-slow bench
+setup: $(BIN)/.installed
+
+build: $(BIN)/.installed  ## the main job: build the bundled model for this host's CPU
+	$(BIN)/llamaport build --out bundle --overwrite
+
+test: $(BIN)/.installed  ## the default suite (CI runs this)
+	$(BIN)/pytest -q
+
+test-slow: $(BIN)/.installed  ## long end-to-end tests
+	$(BIN)/pytest -q -m slow
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/decode_speed.py

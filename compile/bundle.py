@@ -1,0 +1,67 @@
+"""The bundle: model file, tokenizer, manifest.json, accuracy.json. Built in a temporary folder beside
+the destination and renamed into place only when complete, so nothing half-written is ever left."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from llamaport_errors import ConfigError
+
+MANIFEST_SCHEMA_VERSION = 1
+VERSIONED_PACKAGES = ("llamaport", "torch", "executorch", "torchao", "transformers")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(path: Path, root: Path | None = None) -> dict:
+    return {"path": str(path.relative_to(root) if root else path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def package_versions() -> dict:
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def staging_folder(dest: Path, overwrite: bool):
+    """Yield a temporary folder next to `dest`; on success it replaces `dest`, on any error it is removed."""
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise ConfigError(f"{dest}: already exists; choose another --out or pass --overwrite")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""A Hugging Face folder: config.json (LlamaForCausalLM) + model.safetensors (or sharded, with index)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from compile.checkpoint import SUPPORTED_ARCHITECTURES, LlamaCheckpoint, check_state_dict, llama_config
+from compile.tokenizer_files import find_tokenizer
+from llamaport_errors import ConfigError
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from e
+
+
+def _check_architecture(raw: dict, path: Path) -> None:
+    archs = raw.get("architectures") or []
+    if not any(a in SUPPORTED_ARCHITECTURES for a in archs) and raw.get("model_type") != "llama":
+        found = ", ".join(archs) or raw.get("model_type") or "none given"
+        raise ConfigError(f"{path}: architecture {found} is not supported; supported: "
+                          f"{', '.join(SUPPORTED_ARCHITECTURES)} (Llama 2/3/3.1/3.2, TinyLlama, SmolLM)")
+    for flag in ("attention_bias", "mlp_bias"):
+        if raw.get(flag):
+            raise ConfigError(f"{path}: {flag}=true is not a Llama layout llamaport supports")
+    if raw.get("hidden_act", "silu") != "silu":
+        raise ConfigError(f"{path}: hidden_act {raw['hidden_act']!r} is not supported; Llama uses silu")
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return sorted({folder / f for f in read_json(index)["weight_map"].values()})
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise ConfigError(f"{folder}: no model.safetensors (or model.safetensors.index.json) found")
+
+
+def _load_safetensors(files: list[Path]) -> dict:
+    sd = {}
+    for f in files:
+        try:
+            sd.update(load_file(f))
+        except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
+            raise ConfigError(f"{f}: cannot read safetensors ({e}); the file may be truncated, fetch it again") from e
+    return sd
+
+
+def load_hf_folder(folder: Path) -> LlamaCheckpoint:
+    cfg_path = folder / "config.json"
+    raw = read_json(cfg_path)
+    _check_architecture(raw, cfg_path)
+    gen = folder / "generation_config.json"
+    ids = read_json(gen) if gen.is_file() else {}
+    for key in ("bos_token_id", "eos_token_id"):
+        raw.setdefault(key, ids.get(key))
+        if raw[key] is None:
+            raw[key] = ids.get(key)
+        if raw[key] is None:
+            raise ConfigError(f"{cfg_path}: {key} is missing (and not in generation_config.json)")
+    try:
+        cfg = llama_config(**raw)
+    except KeyError as e:
+        raise ConfigError(f"{cfg_path}: missing field {e.args[0]}") from e
+    files = _weight_files(folder)
+    sd = check_state_dict(cfg, _load_safetensors(files), str(folder))
+    return LlamaCheckpoint(cfg, sd, find_tokenizer(folder, folder), "hf", [cfg_path, *files])

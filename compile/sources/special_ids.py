@@ -1,0 +1,42 @@
+"""BOS/EOS ids for sources whose config does not carry them (Meta folders, llama2.c): from the
+tokenizer itself, by the conventions of the code that made those tokenizers."""
+
+from __future__ import annotations
+
+import json
+
+from compile.checkpoint import TokenizerFile
+from llamaport_errors import ConfigError
+
+LLAMA2C_BOS, LLAMA2C_EOS = 1, 2  # hard-coded in llama2.c's run.c and Llama 2's sentencepiece model
+LLAMA3_EOS_OFFSETS = (1, 9)  # <|end_of_text|>, <|eot_id|> after the 128000 base tokens
+
+
+def special_ids(tok: TokenizerFile) -> tuple[int, list[int]]:
+    if tok.kind == "llama2c":
+        return LLAMA2C_BOS, [LLAMA2C_EOS]
+    if tok.kind == "sentencepiece":
+        import sentencepiece
+        sp = sentencepiece.SentencePieceProcessor(model_file=str(tok.path))
+        return sp.bos_id(), [sp.eos_id()]
+    if tok.kind == "tiktoken":
+        base = sum(1 for line in tok.path.open("rb") if line.strip())
+        return base, [base + o for o in LLAMA3_EOS_OFFSETS]
+    return _from_hf_json(tok)
+
+
+def _from_hf_json(tok: TokenizerFile) -> tuple[int, list[int]]:
+    config_path = tok.path.parent / "tokenizer_config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"{tok.path.parent}: tokenizer.json without tokenizer_config.json; "
+                          "cannot tell the BOS/EOS tokens")
+    config = json.loads(config_path.read_text())
+    vocab = {t["content"]: t["id"] for t in json.loads(tok.path.read_text()).get("added_tokens", [])}
+    ids = []
+    for key in ("bos_token", "eos_token"):
+        token = config.get(key)
+        token = token.get("content") if isinstance(token, dict) else token
+        if token not in vocab:
+            raise ConfigError(f"{config_path}: {key} {token!r} is not a special token of {tok.path}")
+        ids.append(vocab[token])
+    return ids[0], [ids[1]]

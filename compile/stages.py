@@ -1,0 +1,105 @@
+"""The build stages. Each takes the Build and fills the fields it owns (see compile.pipeline.Build)."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from compile.bundle import MANIFEST_SCHEMA_VERSION, file_entry, now_utc, package_versions, write_json
+from compile.exporters import ARTIFACT_NAMES, EXPORTERS
+from compile.tokenizer_files import copy_into_bundle
+from llamaport_errors import ConfigError
+
+
+def _layer_widths(cfg: dict) -> dict[str, list[int]]:
+    """Input widths of each layer family, for the group-size check."""
+    return {"linear": [cfg["hidden_size"], cfg["num_attention_heads"] * cfg["head_dim"], cfg["intermediate_size"]],
+            "output": [cfg["hidden_size"]], "embedding": [cfg["hidden_size"]]}
+
+
+def load(build) -> None:
+    from compile.sources import load_checkpoint
+    from quantize.torchao_map import check_group_sizes
+
+    ckpt = load_checkpoint(Path(build.request.model))
+    check_group_sizes(build.recipe.scheme, _layer_widths(ckpt.config))
+    limit = ckpt.config["max_position_embeddings"]
+    wanted = build.request.max_seq_len or min(build.target.default_context_len, limit)
+    if wanted > limit:
+        raise ConfigError(f"--max-seq-len {wanted} exceeds the model's max_position_embeddings {limit}")
+    if wanted < 32:
+        raise ConfigError(f"--max-seq-len {wanted} is too short; use at least 32")
+    build.checkpoint, build.context_len = ckpt, wanted
+
+
+def reference(build) -> None:
+    from compile.accuracy_gate import golden_outputs
+    from compile.eval_data import build_eval_set
+    from compile.reference import full_model
+    from runtime_tests.tokenizer import load_tokenizer
+
+    ckpt = build.checkpoint
+    tok_path = copy_into_bundle(ckpt.tokenizer, build.staging, ckpt.bos_id, ckpt.eos_ids[0], ckpt.config["vocab_size"])
+    try:
+        tok = load_tokenizer(tok_path)
+    except ValueError as e:
+        raise ConfigError(f"{ckpt.tokenizer.path}: ExecuTorch's tokenizer cannot read it ({e})") from e
+    build.eval_set = build_eval_set(tok, build.request.eval_text, build.context_len)
+    model = full_model(ckpt)
+    build.golden = golden_outputs(model, build.eval_set)
+    del model
+    gc.collect()
+
+
+def export(build) -> None:
+    work = build.staging / ".work"
+    work.mkdir()
+    artifact = EXPORTERS[build.recipe.exporter](build.checkpoint, build.recipe.scheme, build.context_len, work)
+    build.artifact = build.staging / ARTIFACT_NAMES[build.recipe.exporter]
+    artifact.rename(build.artifact)
+    work.rmdir()
+
+
+def _model_facts(build) -> dict:
+    cfg = build.checkpoint.config
+    return {
+        "architecture": "LlamaForCausalLM", "vocab_size": cfg["vocab_size"], "hidden_size": cfg["hidden_size"],
+        "num_hidden_layers": cfg["num_hidden_layers"], "num_attention_heads": cfg["num_attention_heads"],
+        "num_key_value_heads": cfg["num_key_value_heads"], "head_dim": cfg["head_dim"],
+        "intermediate_size": cfg["intermediate_size"], "tie_word_embeddings": cfg["tie_word_embeddings"],
+        "bos_id": build.checkpoint.bos_id, "eos_ids": build.checkpoint.eos_ids, "context_len": build.context_len,
+        "rope": {"theta": cfg["rope_theta"], "scaling": cfg["rope_scaling"], "layout": "meta-interleaved"},
+    }
+
+
+def package(build) -> None:
+    ckpt = build.checkpoint
+    build.manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION, "created": now_utc(),
+        "source": {"format": ckpt.source_format, "path": str(Path(build.request.model).resolve()),
+                   "files": [file_entry(p) for p in ckpt.source_files],
+                   "tokenizer": {"kind": ckpt.tokenizer.kind, **file_entry(ckpt.tokenizer.path)}},
+        "recipe": build.recipe.to_dict(), "target": build.target.to_dict(), "model": _model_facts(build),
+        "runtime": {"executorch": {"model": ARTIFACT_NAMES[build.recipe.exporter],
+                                   "tokenizer": next(p.name for p in build.staging.iterdir() if p.name.startswith("tokenizer."))}},
+        "versions": package_versions(),
+    }
+
+
+def accuracy(build) -> None:
+    from compile.accuracy_gate import measure_executorch, missed_gates
+
+    metrics = measure_executorch(build.artifact, build.eval_set, build.golden)
+    metrics["gates"] = [g.describe() for g in build.target.gates]
+    metrics["gate_failures"] = missed_gates(metrics, build.target.gates)
+    build.accuracy = metrics
+
+
+def finalize(build) -> None:
+    """accuracy.json, then the manifest last: it lists every file with bytes and sha256."""
+    write_json(build.staging / "accuracy.json", build.accuracy)
+    build.manifest["accuracy"] = {k: build.accuracy[k] for k in (
+        "same_top1_pct", "kld_mean", "ppl_ratio", "greedy_match_pct", "greedy_identical", "gate_failures")}
+    build.manifest["timings_s"] = dict(build.timings)
+    build.manifest["files"] = [file_entry(p, build.staging) for p in sorted(build.staging.iterdir()) if p.is_file()]
+    write_json(build.staging / "manifest.json", build.manifest)

@@ -1,0 +1,112 @@
+"""Quantization schemes as data, in ExecuTorch/optimum-executorch vocabulary (8w, 4w, 8da8w, 8da4w).
+
+A scheme sets the transformer body's linears, the output layer and the embedding separately; its id is
+generated from those fields so it cannot lie: `8da4w-g32`, `8da4w-g32-emb4`, `8da4w-g32-out8w`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from llamaport_errors import ConfigError, unknown_id
+
+LINEAR_KINDS = ("fp32", "8w", "4w", "8da8w", "8da4w")
+EMBEDDING_BITS = (32, 8, 4)
+
+
+@dataclass(frozen=True)
+class LinearQuant:
+    """kind: weight bits and whether activations are dynamically quantized to int8 ("da").
+    group_size: elements sharing one scale along the input dimension; None means one per output channel."""
+
+    kind: str = "fp32"
+    group_size: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in LINEAR_KINDS:
+            raise unknown_id("linear quantization kind", self.kind, LINEAR_KINDS)
+        if self.kind == "fp32" and self.group_size is not None:
+            raise ConfigError("fp32 linears take no group_size")
+        if self.group_size is not None and (self.group_size <= 0 or self.group_size & (self.group_size - 1)):
+            raise ConfigError(f"group_size must be a positive power of two, got {self.group_size}")
+
+    @property
+    def id(self) -> str:
+        return self.kind if self.group_size is None else f"{self.kind}-g{self.group_size}"
+
+
+@dataclass(frozen=True)
+class EmbeddingQuant:
+    bits: int = 32
+    group_size: int | None = None
+
+    def __post_init__(self):
+        if self.bits not in EMBEDDING_BITS:
+            raise ConfigError(f"embedding bits must be one of {EMBEDDING_BITS}, got {self.bits}")
+        if self.bits == 32 and self.group_size is not None:
+            raise ConfigError("an fp32 embedding takes no group_size")
+
+    @property
+    def id(self) -> str:
+        if self.bits == 32:
+            return ""
+        return f"emb{self.bits}" + ("" if self.group_size is None else f"g{self.group_size}")
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    linear: LinearQuant = LinearQuant()
+    output: LinearQuant | None = None  # None: the output layer follows `linear`, as in ExecuTorch's qmode
+    embedding: EmbeddingQuant = EmbeddingQuant()
+
+    @property
+    def output_quant(self) -> LinearQuant:
+        return self.linear if self.output is None else self.output
+
+    @property
+    def id(self) -> str:
+        parts = [self.linear.id]
+        if self.output is not None and self.output != self.linear:
+            parts.append(f"out{self.output.id}")
+        if self.embedding.id:
+            parts.append(self.embedding.id)
+        return "-".join(parts)
+
+    def linear_kinds(self) -> set[str]:
+        return {self.linear.kind, self.output_quant.kind}
+
+    def group_sizes(self) -> dict[str, int]:
+        """Which layer family needs its input width divisible by which group size."""
+        sizes = {}
+        for name, q in (("linear", self.linear), ("output", self.output_quant)):
+            if q.group_size:
+                sizes[name] = q.group_size
+        if self.embedding.group_size:
+            sizes["embedding"] = self.embedding.group_size
+        return sizes
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, **asdict(self), "output": asdict(self.output_quant)}
+
+
+def _named(*schemes: QuantScheme) -> dict[str, QuantScheme]:
+    return {s.id: s for s in schemes}
+
+
+SCHEMES: dict[str, QuantScheme] = _named(
+    QuantScheme(),
+    QuantScheme(LinearQuant("8w")),
+    QuantScheme(LinearQuant("8da8w")),
+    *(QuantScheme(LinearQuant("8da4w", g)) for g in (32, 64, 128)),
+    *(QuantScheme(LinearQuant("4w", g)) for g in (32, 128)),
+    QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8w")),
+    QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32)),
+    QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(8)),
+    QuantScheme(LinearQuant("8w"), embedding=EmbeddingQuant(8)),
+)
+
+
+def resolve_scheme(scheme_id: str) -> QuantScheme:
+    if scheme_id not in SCHEMES:
+        raise unknown_id("quantization scheme", scheme_id, SCHEMES)
+    return SCHEMES[scheme_id]
