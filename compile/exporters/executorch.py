@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -51,13 +53,13 @@ def quantized_checkpoint(meta_sd: dict, params: dict, scheme: QuantScheme, max_s
     return {k: v for k, v in module.state_dict().items() if not k.endswith(("freqs_cos", "freqs_sin"))}
 
 
-def llm_config(work: Path, bos: int, eos: list[int], max_seq_len: int):
+def llm_config(inputs: Path, work: Path, bos: int, eos: list[int], max_seq_len: int):
     from executorch.extension.llm.export.config.llm_config import LlmConfig, ModelType
 
     c = LlmConfig()
     # llama3 model class: no model-name rope hacks; params.json carries every rope setting.
     c.base.model_class = ModelType.llama3
-    c.base.checkpoint, c.base.params = str(work / "checkpoint.pth"), str(work / "params.json")
+    c.base.checkpoint, c.base.params = str(inputs / "checkpoint.pth"), str(inputs / "params.json")
     c.base.metadata = json.dumps({"get_bos_id": bos, "get_eos_ids": eos})
     c.model.use_kv_cache = c.model.use_sdpa_with_kv_cache = c.model.enable_dynamic_shape = True
     c.export.max_seq_length = c.export.max_context_length = max_seq_len
@@ -67,6 +69,20 @@ def llm_config(work: Path, bos: int, eos: list[int], max_seq_len: int):
     return c
 
 
+# ExecuTorch's Llama2Model re-quantizes a checkpoint whose *path* contains these words
+# ("int8" in str(checkpoint_path) -> WeightOnlyInt8QuantHandler): our checkpoint must never be there.
+_PATH_WORDS_EXECUTORCH_ACTS_ON = ("int8", "8da4w")
+
+
+def _checkpoint_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="llamaport-export-"))
+    if any(word in str(folder) for word in _PATH_WORDS_EXECUTORCH_ACTS_ON):
+        shutil.rmtree(folder)
+        raise RuntimeError(f"temporary folder {folder} contains one of {_PATH_WORDS_EXECUTORCH_ACTS_ON}, which "
+                           "ExecuTorch's loader acts on; set TMPDIR to another folder")
+    return folder
+
+
 def export_executorch(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, work: Path) -> Path:
     from executorch.examples.models.llama.export_llama_lib import export_llama
 
@@ -74,10 +90,11 @@ def export_executorch(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: i
     meta_sd = hf_to_meta(ckpt.state_dict, ckpt.config)
     if scheme.id != "fp32":
         meta_sd = quantized_checkpoint(meta_sd, params, scheme, max_seq_len)
-    torch.save(meta_sd, work / "checkpoint.pth")
-    (work / "params.json").write_text(json.dumps(params))
-    logging.getLogger().setLevel(logging.WARNING)
-    pte = Path(export_llama(llm_config(work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)))
-    (work / "checkpoint.pth").unlink()
-    (work / "params.json").unlink()
-    return pte
+    inputs = _checkpoint_folder()
+    try:
+        torch.save(meta_sd, inputs / "checkpoint.pth")
+        (inputs / "params.json").write_text(json.dumps(params))
+        logging.getLogger().setLevel(logging.WARNING)
+        return Path(export_llama(llm_config(inputs, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)))
+    finally:
+        shutil.rmtree(inputs, ignore_errors=True)

@@ -21,7 +21,13 @@ PARAMS_KEYS = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multip
 def safe_torch_load(path: Path) -> dict:
     """Tensors only: a checkpoint that needs code execution to unpickle is refused, never run."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # Legacy (pre-zip) serialization cannot be memory-mapped; it is still unpickled safely.
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ConfigError(f"{path}: refused to unpickle: it holds objects other than tensors and plain data "
                           "(weights_only=True); re-save it as a plain state dict or use safetensors") from e

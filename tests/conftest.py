@@ -1,0 +1,66 @@
+"""Shared fixtures. Every bundle is built once per session, keyed by what went into it, and shared."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from compile.pipeline import DEFAULT_MODEL, BuildRequest, run_build
+from compile.sources import load_checkpoint
+from tests import source_writers
+
+TEST_CONTEXT = 256  # enough for the 256-token eval window and 12 + 64 greedy tokens
+
+
+@pytest.fixture(scope="session")
+def default_checkpoint():
+    return load_checkpoint(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory, default_checkpoint):
+    """The bundled model written as every source format llamaport reads."""
+    root = tmp_path_factory.mktemp("sources")
+    return {
+        "hf": DEFAULT_MODEL,
+        "meta": source_writers.write_meta_folder(default_checkpoint, root / "meta"),
+        "llama2c-legacy": source_writers.write_llama2c_bin(default_checkpoint, root / "l2c0", version=0),
+        "llama2c-v1": source_writers.write_llama2c_bin(default_checkpoint, root / "l2c1", version=1),
+        "llama2c-pt": source_writers.write_llama2c_pt(default_checkpoint, root / "l2cpt"),
+    }
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    """bundle(model_path, recipe) -> Build, built once per session per key."""
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("bundles")
+
+    def get(model: Path, recipe: str):
+        key = (str(model), recipe)
+        if key not in cache:
+            out = root / f"b{len(cache)}"
+            cache[key] = run_build(BuildRequest(model=Path(model), recipe=recipe, out=out, max_seq_len=TEST_CONTEXT))
+        return cache[key]
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_random_hf(tmp_path_factory):
+    """A random-weight Llama 3.2-style HF folder: tied embeddings, GQA, llama3 rope scaling."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny_hf")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, rope_theta=500000.0,
+                         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(DEFAULT_MODEL / name, folder / name)
+    return folder

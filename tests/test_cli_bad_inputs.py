@@ -1,0 +1,144 @@
+"""Bad input: one line naming the file or field, exit 2, and no output folder (not even a partial one)."""
+
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from compile.cli import app
+from compile.pipeline import DEFAULT_MODEL
+from tests import source_writers
+
+runner = CliRunner()
+
+
+def _build(tmp_path, *args):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["build", *map(str, args), "--out", str(out)])
+    return result, out
+
+
+def assert_refused(result, out, *needles):
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith("error: ")
+    for needle in needles:
+        assert needle in message, message
+    assert not out.exists()
+    assert not list(out.parent.glob(".out.partial-*"))
+
+
+@pytest.fixture
+def hf_copy(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, folder)
+    return folder
+
+
+def test_truncated_safetensors(tmp_path, hf_copy):
+    weights = hf_copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    assert_refused(*_build(tmp_path, hf_copy), "model.safetensors", "truncated")
+
+
+def test_non_llama_config(tmp_path, hf_copy):
+    config = json.loads((hf_copy / "config.json").read_text())
+    config.update(architectures=["GPT2LMHeadModel"], model_type="gpt2")
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    assert_refused(*_build(tmp_path, hf_copy), "config.json", "GPT2LMHeadModel", "supported: LlamaForCausalLM")
+
+
+def test_missing_tokenizer(tmp_path, hf_copy):
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (hf_copy / name).unlink()
+    assert_refused(*_build(tmp_path, hf_copy), "no tokenizer found", "tokenizer.json")
+
+
+def test_unknown_recipe(tmp_path):
+    assert_refused(*_build(tmp_path, "--recipe", "et-xnnpack-3w"), "unknown recipe 'et-xnnpack-3w'", "et-xnnpack-8da4w-g32")
+
+
+def test_unknown_target(tmp_path):
+    assert_refused(*_build(tmp_path, "--target", "pixel-9000"), "unknown target 'pixel-9000'", "android-arm64-xnnpack")
+
+
+def test_llama2c_wrong_header(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"\xff" * 4096)
+    assert_refused(*_build(tmp_path, path), "model.bin", "not a llama2.c model")
+
+
+def test_llama2c_wrong_size(tmp_path, default_checkpoint):
+    path = source_writers.write_llama2c_bin(default_checkpoint, tmp_path / "l2c", version=1)
+    path.write_bytes(path.read_bytes()[:-100])
+    assert_refused(*_build(tmp_path, path), "model.bin", "bytes, but its header")
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_pth_with_code_payload_is_never_run(writer, tmp_path, default_checkpoint):
+    folder = source_writers.write_meta_folder(default_checkpoint, tmp_path / "meta")
+    marker = tmp_path / "payload_ran"
+    payload = {"tok_embeddings.weight": _Payload(marker)}
+    if writer == "torch.save":
+        torch.save(payload, folder / "consolidated.00.pth")
+    else:
+        with open(folder / "consolidated.00.pth", "wb") as f:
+            pickle.dump(payload, f)
+    assert_refused(*_build(tmp_path, folder), "consolidated.00.pth", "refused to unpickle")
+    assert not marker.exists()
+
+
+def test_group_size_that_does_not_divide_is_refused_not_changed(tmp_path, tiny_random_hf):
+    result, out = _build(tmp_path, tiny_random_hf, "--recipe", "et-xnnpack-8da4w-g128")
+    assert_refused(result, out, "input width 64, not a multiple of group size 128")
+
+
+def test_weights_that_do_not_match_the_config(tmp_path, hf_copy):
+    config = json.loads((hf_copy / "config.json").read_text())
+    config["intermediate_size"] = 256
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    assert_refused(*_build(tmp_path, hf_copy), "mlp.gate_proj.weight has shape (384, 128), the config implies (256, 128)")
+
+
+def test_scheme_the_target_cannot_run_is_refused_before_loading(tmp_path):
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[[target]]\nname = "mcu-fp32-only"\nos = "none"\narch = "armv8m"\nruntime = "executorch"\n'
+                       'backends = ["xnnpack"]\nlinear_schemes = ["fp32"]\nmemory_budget_mb = 8\ndefault_context_len = 128\n')
+    missing_model = tmp_path / "never-read"
+    missing_model.mkdir()
+    result, out = _build(tmp_path, missing_model, "--target", "mcu-fp32-only", "--targets-file", targets)
+    assert_refused(result, out, "mcu-fp32-only cannot run ['8da4w']")
+
+
+def test_existing_output_is_not_overwritten_without_flag(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = runner.invoke(app, ["build", "--out", str(out)])
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_dry_run_resolves_without_reading_weights(tmp_path):
+    result = runner.invoke(app, ["build", "--dry-run", "--json", "--recipe", "et-xnnpack-8w", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["recipe"]["id"] == "et-xnnpack-8w" and plan["source_format"] == "hf"
+    assert plan["target"]["name"] == "linux-x86_64-xnnpack"
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,73 @@
+"""Schemes, recipes and targets as data: generated ids, refusals that list the known names, TOML."""
+
+import pytest
+
+from llamaport_errors import ConfigError
+from quantize import RECIPES, SCHEMES, EmbeddingQuant, LinearQuant, QuantScheme, Recipe, check_recipe_runs_on
+from targets import BUILTIN_TARGETS, Gate, Target, load_targets
+
+
+def test_ids_are_generated_from_fields():
+    assert QuantScheme(LinearQuant("8da4w", 32)).id == "8da4w-g32"
+    assert QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8w")).id == "8da4w-g32-out8w"
+    assert QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32)).id == "8da4w-g32-emb4g32"
+    assert Recipe(QuantScheme(LinearQuant("8da4w", 32))).id == "et-xnnpack-8da4w-g32"
+    assert all(RECIPES[rid].id == rid for rid in RECIPES) and all(SCHEMES[s].id == s for s in SCHEMES)
+    assert {"et-xnnpack-fp32", "et-xnnpack-8w", "et-xnnpack-8da8w", "et-xnnpack-4w-g32",
+            "et-xnnpack-8da4w-g32", "et-xnnpack-8da4w-g64", "et-xnnpack-8da4w-g128"} <= set(RECIPES)
+
+
+def test_output_layer_follows_body_unless_set():
+    s = QuantScheme(LinearQuant("8da4w", 64))
+    assert s.output_quant == LinearQuant("8da4w", 64)
+    assert QuantScheme(LinearQuant("8da4w", 64), output=LinearQuant("fp32")).output_quant.kind == "fp32"
+
+
+@pytest.mark.parametrize("bad", [lambda: LinearQuant("3w"), lambda: LinearQuant("8da4w", 48),
+                                 lambda: LinearQuant("fp32", 32), lambda: EmbeddingQuant(6)])
+def test_invalid_schemes_are_refused(bad):
+    with pytest.raises(ConfigError):
+        bad()
+
+
+def test_group_size_must_divide_every_layer_width():
+    from quantize.torchao_map import check_group_sizes
+
+    scheme = QuantScheme(LinearQuant("8da4w", 128))
+    check_group_sizes(scheme, {"linear": [256, 384], "output": [256]})
+    with pytest.raises(ConfigError, match="input width 96, not a multiple of group size 128"):
+        check_group_sizes(scheme, {"linear": [256, 96]})
+
+
+def test_target_refuses_schemes_it_cannot_run():
+    target = Target(name="npu", os="android", arch="arm64", runtime="executorch", backends=("xnnpack",),
+                    linear_schemes=("fp32", "8w"), memory_budget_mb=512, default_context_len=256)
+    check_recipe_runs_on(RECIPES["et-xnnpack-8w"], target)
+    with pytest.raises(ConfigError, match=r"cannot run \['8da4w'\]"):
+        check_recipe_runs_on(RECIPES["et-xnnpack-8da4w-g32"], target)
+
+
+def test_builtin_targets_round_trip_and_have_a_floor():
+    assert {"android-arm64-xnnpack", "ios-arm64-xnnpack", "linux-x86_64-xnnpack"} <= set(BUILTIN_TARGETS)
+    for t in BUILTIN_TARGETS.values():
+        assert Target.from_dict(t.to_dict()) == t
+        assert {g.metric for g in t.gates} == {"same_top1_pct", "ppl_ratio"}
+
+
+def test_user_targets_from_toml(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('[[target]]\nname = "rpi5-xnnpack"\nos = "linux"\narch = "arm64"\nruntime = "executorch"\n'
+                    'backends = ["xnnpack", "portable"]\nlinear_schemes = ["fp32", "8da4w"]\nmemory_budget_mb = 4096\n'
+                    'default_context_len = 1024\ngates = [{metric = "same_top1_pct", min = 92.0}]\n')
+    t = load_targets(path)["rpi5-xnnpack"]
+    assert t.gates == (Gate("same_top1_pct", min=92.0),) and t.default_context_len == 1024
+    path.write_text('[[target]]\nname = "x"\ncolour = "red"\n')
+    with pytest.raises(ConfigError, match="unknown keys \\['colour'\\]"):
+        load_targets(path)
+
+
+def test_gate_reports_how_far_it_was_missed():
+    assert Gate("same_top1_pct", min=90.0).missed_by(85.5) == pytest.approx(4.5)
+    assert Gate("ppl_ratio", max=1.05).missed_by(1.02) is None
+    with pytest.raises(ConfigError):
+        Gate("speed", min=1.0)
