@@ -26,8 +26,21 @@ _state = {"verbose": False}
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False):
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and library logs.")] = False):
     _state["verbose"] = verbose
+    if not verbose:
+        _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """torchao, torch.export and ExecuTorch log warnings about their own internals on every build;
+    they say nothing to a user of llamaport, so they show only with --verbose."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("torchao", "torch", "executorch", "root"):
+        logging.getLogger(None if name == "root" else name).setLevel(logging.ERROR)
 
 
 def _fail(e: LlamaportError) -> None:

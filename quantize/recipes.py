@@ -54,6 +54,12 @@ def check_recipe_runs_on(recipe: Recipe, target) -> None:
         raise ConfigError(f"recipe {recipe.id} builds for {runtime}, but target {target.name} runs {target.runtime}")
     if recipe.backend not in target.backends:
         raise ConfigError(f"recipe {recipe.id} needs backend {recipe.backend}; target {target.name} has {list(target.backends)}")
-    unsupported = recipe.scheme.linear_kinds() - set(target.linear_schemes)
+    kinds = recipe.scheme.linear_kinds()
+    unsupported = kinds - set(target.linear_schemes)
     if unsupported:
         raise ConfigError(f"target {target.name} cannot run {sorted(unsupported)} linears; it runs {list(target.linear_schemes)}")
+    if recipe.backend == "xnnpack" and "8w" in kinds and kinds & {"8da4w", "8da8w"}:
+        # Weight-only and dynamically quantized linears need different XNNPACK partitioning
+        # (see compile.exporters.executorch.xnnpack_partitioners); one .pte cannot have both.
+        raise ConfigError(f"recipe {recipe.id} mixes 8w with dynamically quantized linears, which XNNPACK "
+                          "cannot lower together; use 8da8w for the other layers")

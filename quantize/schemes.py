@@ -1,7 +1,7 @@
 """Quantization schemes as data, in ExecuTorch/optimum-executorch vocabulary (8w, 4w, 8da8w, 8da4w).
 
 A scheme sets the transformer body's linears, the output layer and the embedding separately; its id is
-generated from those fields so it cannot lie: `8da4w-g32`, `8da4w-g32-emb4`, `8da4w-g32-out8w`.
+generated from those fields so it cannot lie: `8da4w-g32`, `8da4w-g32-emb4g32`, `8da4w-g32-out8da8w`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ SCHEMES: dict[str, QuantScheme] = _named(
     QuantScheme(LinearQuant("8da8w")),
     *(QuantScheme(LinearQuant("8da4w", g)) for g in (32, 64, 128)),
     *(QuantScheme(LinearQuant("4w", g)) for g in (32, 128)),
-    QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8w")),
+    QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8da8w")),  # ExecuTorch's 8da4w_output_8da8w
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32)),
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(8)),
     QuantScheme(LinearQuant("8w"), embedding=EmbeddingQuant(8)),

@@ -2,7 +2,9 @@
 
 Applied to ExecuTorch's own Llama module (Meta names: `output` is the output layer). The choices
 mirror ExecuTorch's export_llama: 8da*w use Int8DynamicActivationIntxWeightConfig with HQQ scales,
-which XNNPACK lowers to its dynamically quantized linear kernels; 8w/4w are weight-only.
+which XNNPACK lowers to its dynamically quantized linear kernels. 8w uses a config whose graph form
+XNNPACK lowers correctly (see quantize.executorch_int8_weight); 4w is group-wise weight-only int4,
+which ExecuTorch 1.5.1 cannot lower correctly for XNNPACK, so XNNPACK targets refuse it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeig
 from torchao.quantization.granularity import PerAxis, PerGroup
 
 from llamaport_errors import ConfigError
+from quantize.executorch_int8_weight import ExecuTorchInt8WeightOnlyConfig
 from quantize.schemes import EmbeddingQuant, LinearQuant, QuantScheme
 
 OUTPUT_LAYER = "output"
@@ -24,6 +27,8 @@ def _granularity(group_size: int | None):
 def linear_config(q: LinearQuant):
     if q.kind == "fp32":
         return None
+    if q.kind == "8w":
+        return ExecuTorchInt8WeightOnlyConfig()
     bits = torch.int4 if q.kind in ("4w", "8da4w") else torch.int8
     if q.kind.startswith("8da"):
         return Int8DynamicActivationIntxWeightConfig(

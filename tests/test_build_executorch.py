@@ -82,6 +82,8 @@ def test_executorch_text_llm_runner_loads_the_bundle_unmodified(bundle, default_
     """ExecuTorch's own LLM runner (the one inside its Android/iOS apps) generates the full model's text."""
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
+    from tokenizers import Tokenizer
+
     from compile.reference import full_model, greedy_tokens
     from runtime_tests.tokenizer import encode, load_tokenizer
 
@@ -92,11 +94,10 @@ def test_executorch_text_llm_runner_loads_the_bundle_unmodified(bundle, default_
     prompt = "Once upon a time, there was a little cat named Tom."
     runner.generate(prompt, GenerationConfig(max_new_tokens=24, temperature=0.0, echo=False, num_bos=1),
                     token_callback=pieces.append, stats_callback=stats.append)
-    tok = load_tokenizer(folder / "tokenizer.json")
-    ids = encode(tok, prompt, bos=True)
+    ids = encode(load_tokenizer(folder / "tokenizer.json"), prompt, bos=True)
     expected = greedy_tokens(full_model(default_checkpoint), ids, 24)
-    expected_text = "".join(tok.decode(a, b) for a, b in zip([ids[-1]] + expected, expected))
+    expected_text = Tokenizer.from_file(str(folder / "tokenizer.json")).decode(expected)  # an independent decoder
     text = "".join(pieces)
-    assert len(text) > 40
-    assert text.startswith(expected_text[:40]), (text, expected_text)
-    assert stats and stats[-1].num_generated_tokens > 0
+    assert len(expected_text) > 60
+    assert text.strip().startswith(expected_text.strip()[:60]), (text, expected_text)
+    assert stats[-1].num_prompt_tokens == len(ids) and stats[-1].num_generated_tokens >= 20

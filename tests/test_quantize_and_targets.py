@@ -9,7 +9,7 @@ from targets import BUILTIN_TARGETS, Gate, Target, load_targets
 
 def test_ids_are_generated_from_fields():
     assert QuantScheme(LinearQuant("8da4w", 32)).id == "8da4w-g32"
-    assert QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8w")).id == "8da4w-g32-out8w"
+    assert QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8da8w")).id == "8da4w-g32-out8da8w"
     assert QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32)).id == "8da4w-g32-emb4g32"
     assert Recipe(QuantScheme(LinearQuant("8da4w", 32))).id == "et-xnnpack-8da4w-g32"
     assert all(RECIPES[rid].id == rid for rid in RECIPES) and all(SCHEMES[s].id == s for s in SCHEMES)
@@ -45,6 +45,15 @@ def test_target_refuses_schemes_it_cannot_run():
     check_recipe_runs_on(RECIPES["et-xnnpack-8w"], target)
     with pytest.raises(ConfigError, match=r"cannot run \['8da4w'\]"):
         check_recipe_runs_on(RECIPES["et-xnnpack-8da4w-g32"], target)
+
+
+def test_xnnpack_refuses_what_executorch_cannot_lower_correctly():
+    phone = BUILTIN_TARGETS["android-arm64-xnnpack"]
+    with pytest.raises(ConfigError, match=r"cannot run \['4w'\]"):
+        check_recipe_runs_on(RECIPES["et-xnnpack-4w-g32"], phone)
+    mixed = Recipe(QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8w")))
+    with pytest.raises(ConfigError, match="mixes 8w with dynamically quantized"):
+        check_recipe_runs_on(mixed, phone)
 
 
 def test_builtin_targets_round_trip_and_have_a_floor():

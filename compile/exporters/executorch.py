@@ -1,6 +1,8 @@
-"""ExecuTorch export through its own LLM export (LlmConfig / export_llama): static KV cache, custom SDPA
-and cache-update ops, XNNPACK delegation, runner metadata. We only convert the checkpoint into what it
-reads and quantize with torchao beforehand (quantize.torchao_map), which export_llama takes as-is.
+"""ExecuTorch export through its own LLM export: LlmConfig, its Llama model and loader, its SDPA and
+KV-cache source transforms, its XNNPACK lowering and runner metadata: the steps of export_llama
+(`_export_llama`), called one by one so that our quantization (quantize.torchao_map, torchao's
+`quantize_` with per-layer filters) runs as a source transform in between. export_llama itself has no
+such hook, and its own 8w lowering is broken in 1.5.1 (see quantize.executorch_int8_weight).
 
 Layout: weights go in Meta names and Meta (interleaved) RoPE layout, because ExecuTorch implements
 Llama 3.1 rope scaling only on that path (its HF-RoPE path ignores rope_scaling)."""
@@ -8,7 +10,6 @@ Llama 3.1 rope scaling only on that path (its HF-RoPE path ignores rope_scaling)
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,24 +34,6 @@ def meta_params(cfg: dict) -> dict:
         params.update(use_scaled_rope=True, rope_scale_factor=int(rs["factor"]),
                       high_freq_factor=int(rs.get("high_freq_factor", 4)))
     return params
-
-
-def quantized_checkpoint(meta_sd: dict, params: dict, scheme: QuantScheme, max_seq_len: int) -> dict:
-    """Apply the scheme to ExecuTorch's own Llama module and return its (torchao-quantized) state dict."""
-    from executorch.examples.models.llama.llama_transformer import construct_transformer
-    from executorch.examples.models.llama.model_args import ModelArgs
-
-    from quantize.torchao_map import apply_scheme
-
-    args = ModelArgs(**params, max_seq_len=max_seq_len, max_context_len=max_seq_len)
-    if params["use_scaled_rope"]:  # ModelArgs keeps rope_scale_factor as given
-        args.rope_scale_factor = params["rope_scale_factor"]
-    with torch.device("meta"):
-        module = construct_transformer(args)
-    module.load_state_dict(meta_sd, strict=False, assign=True)
-    with torch.no_grad():
-        apply_scheme(module, scheme)
-    return {k: v for k, v in module.state_dict().items() if not k.endswith(("freqs_cos", "freqs_sin"))}
 
 
 def llm_config(inputs: Path, work: Path, bos: int, eos: list[int], max_seq_len: int):
@@ -83,18 +66,59 @@ def _checkpoint_folder() -> Path:
     return folder
 
 
-def export_executorch(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, work: Path) -> Path:
-    from executorch.examples.models.llama.export_llama_lib import export_llama
+def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int) -> torch.nn.Module:
+    """ExecuTorch's Llama (no KV cache) with the scheme applied: the quantized eager model."""
+    from executorch.examples.models.llama.llama_transformer import construct_transformer
+    from executorch.examples.models.llama.model_args import ModelArgs
+
+    from quantize.torchao_map import apply_scheme
 
     params = meta_params(ckpt.config)
-    meta_sd = hf_to_meta(ckpt.state_dict, ckpt.config)
-    if scheme.id != "fp32":
-        meta_sd = quantized_checkpoint(meta_sd, params, scheme, max_seq_len)
+    args = ModelArgs(**params, max_seq_len=max_seq_len, max_context_len=max_seq_len)
+    with torch.device("meta"):
+        module = construct_transformer(args)
+    module.load_state_dict(hf_to_meta(ckpt.state_dict, ckpt.config), strict=False, assign=True)
+    module.rope = type(module.rope)(args)  # its tables were built on the meta device
+    with torch.no_grad():
+        return apply_scheme(module, scheme).eval()
+
+
+def xnnpack_partitioners(scheme: QuantScheme) -> list:
+    """export_llama's own pair (dynamically quantized linears first, then everything else), except for
+    int8 weight-only linears: XNNPACK has no fp32-activation/int8-weight GEMM, and with the dynamic
+    partitioner first their linear is decomposed into a lone transpose and a portable matmul. An
+    fp32-only partitioner instead keeps the linear whole and delegated, with the weight dequantized by
+    ExecuTorch's quantized kernel on the way in."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackFloatingPointPartitioner
+    from executorch.extension.llm.export.partitioner_lib import get_xnnpack_partitioner
+
+    if "8w" in scheme.linear_kinds():
+        return [XnnpackFloatingPointPartitioner()]
+    return [get_xnnpack_partitioner(dynamic_quant_only_partitioner=True),
+            get_xnnpack_partitioner(dynamic_quant_only_partitioner=False)]
+
+
+def export_executorch(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, work: Path) -> Path:
+    import executorch.kernels.quantized  # noqa: F401  (out-variants of the quantized_decomposed ops 8w leaves in the graph)
+    from executorch.examples.models.llama import export_llama_lib as et
+
+    from quantize.torchao_map import apply_scheme
+
+    params = meta_params(ckpt.config)
     inputs = _checkpoint_folder()
     try:
-        torch.save(meta_sd, inputs / "checkpoint.pth")
+        torch.save(hf_to_meta(ckpt.state_dict, ckpt.config), inputs / "checkpoint.pth")
         (inputs / "params.json").write_text(json.dumps(params))
-        logging.getLogger().setLevel(logging.WARNING)
-        return Path(export_llama(llm_config(inputs, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)))
+        config = llm_config(inputs, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)
+        et._validate_args(config)
+        manager = et._prepare_for_llama_export(config)  # load + ExecuTorch's SDPA / KV-cache transforms
+        with torch.no_grad():
+            manager = manager.source_transform([lambda model: apply_scheme(model, scheme)])
+        exported = manager.export()
+        exported.run_canonical_optimizations()
+        lowered = exported.to_edge_transform_and_lower(xnnpack_partitioners(scheme)).to_executorch(passes=[])
+        pte = work / "model.pte"
+        lowered.save_to_pte(str(pte.resolve()))
+        return pte
     finally:
         shutil.rmtree(inputs, ignore_errors=True)
