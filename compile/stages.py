@@ -39,6 +39,8 @@ def reference(build) -> None:
     from runtime_tests.tokenizer import load_tokenizer
 
     ckpt = build.checkpoint
+    # The tokenizer goes into the bundle first so the eval ids come from the bundle's own file,
+    # read by the runner's C++ tokenizer: the ids a device will produce.
     tok_path = copy_into_bundle(ckpt.tokenizer, build.staging, ckpt.bos_id, ckpt.eos_ids[0], ckpt.config["vocab_size"])
     try:
         tok = load_tokenizer(tok_path)

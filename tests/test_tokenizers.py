@@ -1,0 +1,94 @@
+"""Tokenizers reach the bundle in a form ExecuTorch's runner (pytorch_tokenizers C++) reads."""
+
+import base64
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from compile.checkpoint import TokenizerFile
+from compile.sources.special_ids import special_ids
+from compile.tokenizer_files import copy_into_bundle, find_tokenizer
+from llamaport_errors import ConfigError
+from runtime_tests.tokenizer import encode, load_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from storygen import generate_stories  # noqa: E402
+
+TEXT = "Once upon a time, there was a little cat named Tom. Tom liked to play with a red ball."
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_model(tmp_path_factory):
+    import sentencepiece as spm
+
+    folder = tmp_path_factory.mktemp("spm")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(generate_stories(300, seed=5)))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, bos_id=1, eos_id=2, unk_id=0,
+                                   minloglevel=2)
+    return folder / "tokenizer.model"
+
+
+def write_llama2c_tokenizer_bin(model: Path, dest: Path) -> int:
+    """llama2.c's tokenizer.py export(): max_token_length, then (score, len, bytes) per token."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    tokens, scores = [], []
+    for i in range(sp.vocab_size()):
+        t = sp.id_to_piece(i)
+        if i == sp.bos_id():
+            t = "\n<s>\n"
+        elif i == sp.eos_id():
+            t = "\n</s>\n"
+        tokens.append(t.replace("▁", " ").encode("utf-8"))
+        scores.append(sp.get_score(i))
+    with open(dest, "wb") as f:
+        f.write(struct.pack("I", max(len(t) for t in tokens)))
+        for b, s in zip(tokens, scores):
+            f.write(struct.pack("fI", s, len(b)))
+            f.write(b)
+    return sp.vocab_size()
+
+
+def test_llama2c_tokenizer_bin_gets_the_header_executorch_reads(tmp_path, sentencepiece_model):
+    src = tmp_path / "src"
+    src.mkdir()
+    vocab = write_llama2c_tokenizer_bin(sentencepiece_model, src / "tokenizer.bin")
+    tok_file = find_tokenizer(src, src)
+    assert tok_file.kind == "llama2c" and special_ids(tok_file) == (1, [2])
+    out = tmp_path / "bundle"
+    out.mkdir()
+    dest = copy_into_bundle(tok_file, out, 1, 2, vocab)
+    assert struct.unpack_from("<iii", dest.read_bytes()) == (vocab, 1, 2)
+    tok = load_tokenizer(dest)
+    assert (tok.vocab_size(), tok.bos_tok(), tok.eos_tok()) == (vocab, 1, 2)
+    import sentencepiece as spm
+
+    assert encode(tok, TEXT, bos=True) == [1] + spm.SentencePieceProcessor(model_file=str(sentencepiece_model)).encode(TEXT)
+
+
+def test_llama2c_tokenizer_bin_of_the_wrong_vocabulary_is_refused(tmp_path, sentencepiece_model):
+    vocab = write_llama2c_tokenizer_bin(sentencepiece_model, tmp_path / "tokenizer.bin")
+    with pytest.raises(ConfigError, match=f"holds {vocab} tokens, the model's vocabulary has 512"):
+        copy_into_bundle(TokenizerFile("llama2c", tmp_path / "tokenizer.bin"), tmp_path, 1, 2, 512)
+
+
+def test_sentencepiece_model_is_recognised_and_loaded_by_the_runner_classes(tmp_path, sentencepiece_model):
+    found = find_tokenizer(sentencepiece_model.parent, sentencepiece_model.parent)
+    assert found.kind == "sentencepiece" and special_ids(found) == (1, [2])
+    tok = load_tokenizer(sentencepiece_model)
+    import sentencepiece as spm
+
+    assert encode(tok, TEXT, bos=False) == spm.SentencePieceProcessor(model_file=str(sentencepiece_model)).encode(TEXT)
+
+
+def test_tiktoken_file_is_told_apart_from_sentencepiece(tmp_path):
+    lines = [f"{base64.b64encode(bytes([i])).decode()} {i}" for i in range(256)]
+    (tmp_path / "tokenizer.model").write_text("\n".join(lines) + "\n")
+    found = find_tokenizer(tmp_path, tmp_path)
+    assert found.kind == "tiktoken"
+    assert special_ids(found) == (256, [257, 265])  # Llama 3 convention: specials follow the base ranks
