@@ -28,17 +28,19 @@ _state = {"verbose": False}
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and library logs.")] = False):
     _state["verbose"] = verbose
-    if not verbose:
-        _quiet_libraries()
 
 
 def _quiet_libraries() -> None:
     """torchao, torch.export and ExecuTorch log warnings about their own internals on every build;
-    they say nothing to a user of llamaport, so they show only with --verbose."""
+    they say nothing to a user of llamaport, so they show only with --verbose. After `import torch`,
+    which sets its own log levels."""
     import logging
     import warnings
 
+    import torch
+
     warnings.filterwarnings("ignore")
+    torch._logging.set_logs(all=logging.ERROR)
     for name in ("torchao", "torch", "executorch", "root"):
         logging.getLogger(None if name == "root" else name).setLevel(logging.ERROR)
 
@@ -71,6 +73,8 @@ def build(
     """Build a quantized bundle and gate its accuracy against the full model."""
     from compile.pipeline import DEFAULT_MODEL, BuildRequest, resolve, run_build
 
+    if not _state["verbose"]:
+        _quiet_libraries()
     request = BuildRequest(model=model or DEFAULT_MODEL, recipe=recipe, target=target, out=out_dir,
                            max_seq_len=max_seq_len, eval_text=eval_text, targets_file=targets_file, overwrite=overwrite)
     try:
