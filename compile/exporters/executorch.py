@@ -46,8 +46,7 @@ def llm_config(inputs: Path, work: Path, bos: int, eos: list[int], max_seq_len: 
     c.base.metadata = json.dumps({"get_bos_id": bos, "get_eos_ids": eos})
     c.model.use_kv_cache = c.model.use_sdpa_with_kv_cache = c.model.enable_dynamic_shape = True
     c.export.max_seq_length = c.export.max_context_length = max_seq_len
-    # A name ending in .pte is used as given (relative to the cwd), so it must be absolute.
-    c.export.output_dir, c.export.output_name = str(work), str((work / "model.pte").resolve())
+    c.export.output_dir = str(work)
     c.backend.xnnpack.enabled = c.backend.xnnpack.extended_ops = True
     return c
 

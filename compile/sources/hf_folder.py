@@ -59,8 +59,7 @@ def load_hf_folder(folder: Path) -> LlamaCheckpoint:
     gen = folder / "generation_config.json"
     ids = read_json(gen) if gen.is_file() else {}
     for key in ("bos_token_id", "eos_token_id"):
-        raw.setdefault(key, ids.get(key))
-        if raw[key] is None:
+        if raw.get(key) is None:
             raw[key] = ids.get(key)
         if raw[key] is None:
             raise ConfigError(f"{cfg_path}: {key} is missing (and not in generation_config.json)")
