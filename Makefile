@@ -10,8 +10,9 @@ $(BIN)/.installed: pyproject.toml
 .PHONY: setup build test test-slow bench
 setup: $(BIN)/.installed
 
-build: $(BIN)/.installed  ## the main job: build the bundled model for this host's CPU
+build: $(BIN)/.installed  ## the main job: build the bundled model for this host's CPU, then check it here
 	$(BIN)/llamaport build --out bundle --overwrite
+	$(BIN)/llamaport check bundle --baseline-model compile/default_model
 
 test: $(BIN)/.installed  ## the default suite (CI runs this)
 	$(BIN)/pytest -q

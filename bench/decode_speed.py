@@ -25,7 +25,8 @@ from compile.checkpoint import LlamaCheckpoint, TokenizerFile, check_state_dict,
 from compile.exporters.executorch import export_executorch  # noqa: E402
 from compile.reference import full_model  # noqa: E402
 from quantize import resolve_scheme  # noqa: E402
-from runtime_tests.executorch_runner import ExecuTorchModel  # noqa: E402
+from runtime_tests.latency import LatencyProtocol, measure  # noqa: E402
+from runtime_tests.runners.executorch_runtime import ExecuTorchModel  # noqa: E402
 
 STORIES110M = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
                    num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,
@@ -57,8 +58,8 @@ def time_eager(ckpt: LlamaCheckpoint, prompt: list[int], tokens: int) -> float:
 
 
 def time_pte(pte: Path, prompt: list[int], tokens: int) -> float:
-    model = ExecuTorchModel(pte)
-    return model.greedy(prompt, tokens)[1]["decode_tokens_per_s"]
+    protocol = LatencyProtocol(decode_tokens=tokens - 1, warmup=0, repeats=1)
+    return measure(ExecuTorchModel(pte), prompt, protocol)["decode_tokens_per_s"]["median"]
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ the destination and renamed into place only when complete, so nothing half-writt
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -14,17 +13,9 @@ from importlib import metadata
 from pathlib import Path
 
 from llamaport_errors import ConfigError
+from runtime_tests.bundle_files import MANIFEST_SCHEMA_VERSION, sha256_of  # noqa: F401  (re-exported)
 
-MANIFEST_SCHEMA_VERSION = 1
 VERSIONED_PACKAGES = ("llamaport", "torch", "executorch", "torchao", "transformers")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(path: Path, root: Path | None = None) -> dict:
@@ -49,6 +40,15 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def _readable_by_all(folder: Path) -> None:
+    """mkdtemp makes 0700 folders (and some writers 0600 files); a shipped bundle gets the usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for p in folder.rglob("*"):
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def staging_folder(dest: Path, overwrite: bool):
     """Yield a temporary folder next to `dest`; on success it replaces `dest`, on any error it is removed."""
@@ -59,6 +59,7 @@ def staging_folder(dest: Path, overwrite: bool):
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
         yield tmp
+        _readable_by_all(tmp)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

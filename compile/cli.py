@@ -18,8 +18,9 @@ from llamaport_errors import CheckFailed, LlamaportError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn small Llama checkpoints into checked on-device bundles.")
-out = Console()
-err = Console(stderr=True)
+# Tables are wider than the 80 columns rich assumes when output is captured (CI logs, pipes).
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 TargetsFile = Annotated[Optional[Path], typer.Option("--targets-file", help="TOML file of extra [[target]] profiles.")]
 _state = {"verbose": False}
@@ -52,7 +53,7 @@ def _fail(e: LlamaportError) -> None:
     if isinstance(e, CheckFailed):
         table = Table("gate", "value", "missed by", title="gates not met")
         for f in e.failures:
-            table.add_row(f["gate"], f"{f['value']:.4g}", f"{f['missed_by']:.4g}")
+            table.add_row(f["gate"], f"{f['value']:.6g}", f"{f['missed_by']:.6g}")
         err.print(table)
     raise typer.Exit(e.exit_code)
 
@@ -137,6 +138,133 @@ def recipes(as_json: Annotated[bool, typer.Option("--json")] = False):
         table.add_row(r.id, r.exporter, r.backend, s.linear.id, s.output_quant.id,
                       "fp32" if s.embedding.bits == 32 else s.embedding.id)
     out.print(table)
+
+
+RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Timed runs after the warm-up; medians are reported.")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before the timed ones.")]
+DecodeOpt = Annotated[int, typer.Option("--decode-tokens", min=1, help="Tokens decoded per timed run.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Device to check on (known: local).")]
+MinTop1 = Annotated[Optional[float], typer.Option("--min-top1", help="Gate: minimum same-top-1 % vs the full model.")]
+MaxKld = Annotated[Optional[float], typer.Option("--max-kld", help="Gate: maximum mean KL divergence vs the full model.")]
+MaxPpl = Annotated[Optional[float], typer.Option("--max-ppl-ratio", help="Gate: maximum perplexity ratio vs the full model.")]
+MinSqnr = Annotated[Optional[float], typer.Option("--min-sqnr", help="Gate: minimum logit SQNR (dB) vs the full model.")]
+MinTps = Annotated[Optional[float], typer.Option("--min-decode-tps", help="Gate: minimum median decode tokens/s.")]
+MaxBytes = Annotated[Optional[int], typer.Option("--max-bytes", help="Gate: maximum artifact bytes.")]
+
+
+def _print_check(report: dict, folder: Path) -> None:
+    s = report["summary"]
+    out.print(f"[bold]{folder}[/]: {report['bundle']['recipe']['id']} on {report['device']['name']}, "
+              f"{s['artifact_bytes'] / 1e6:.2f} MB")
+    out.print(f"  accuracy vs full model: same-top-1 {s['same_top1_pct']:.1f}%  KLD {s['kld_mean']:.2e} "
+              f"(p99 {s['kld_p99']:.2e})  perplexity ratio {s['ppl_ratio']:.4f}  SQNR {s['logit_sqnr_db']:.1f} dB  "
+              f"greedy match {s['greedy_match_pct']:.1f}%")
+    table = Table("runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s", "decode range", "peak RSS MB")
+    for name, r in {**report["runners"], **report["baselines"]}.items():
+        lat = r["latency"]
+        dec, pre = lat["decode_tokens_per_s"], lat["prefill_tokens_per_s"]
+        table.add_row(name, f"{r['load_s']:.3f}", f"{lat['ttft_s']['median'] * 1000:.2f}",
+                      f"{pre['median']:.0f}" if pre else "–", f"{dec['median']:.1f}" if dec else "–",
+                      f"{dec['min']:.1f}–{dec['max']:.1f}" if dec else "–", f"{r['peak_rss_mb']:.0f}")
+    out.print(table)
+    for name, sp in report["speedups"].items():
+        out.print(f"  decode speed-up vs {name}: {sp['decode']:.2f}x   time to first token: {sp['ttft']:.2f}x")
+    out.print(f"  report: {folder / 'report.html'}")
+
+
+@app.command()
+def check(
+    bundle_dir: Annotated[Path, typer.Argument(help="Bundle folder made by `llamaport build`.")],
+    device: DeviceOpt = "local",
+    report_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder; default: BUNDLE-report beside the bundle.")] = None,
+    baseline_model: Annotated[Optional[Path], typer.Option("--baseline-model", help="Time this full model (eager, transformers) beside the bundle.")] = None,
+    baseline_bundle: Annotated[Optional[Path], typer.Option("--baseline-bundle", help="Time this (fp32) bundle beside it.")] = None,
+    decode_tokens: DecodeOpt = 64, warmup: WarmupOpt = 1, repeats: RepeatsOpt = 5,
+    min_top1: MinTop1 = None, max_kld: MaxKld = None, max_ppl_ratio: MaxPpl = None, min_sqnr: MinSqnr = None,
+    min_decode_tps: MinTps = None, max_bytes: MaxBytes = None,
+):
+    """Check a bundle on a device against its golden outputs: accuracy, latency, gates, report."""
+    from compile.check_options import check_request, gate_overrides
+    from compile.reports import default_report_folder, write_check_report
+    from runtime_tests.harness import check_bundle
+
+    try:
+        overrides = gate_overrides(min_top1, max_kld, max_ppl_ratio, min_sqnr, min_decode_tps, max_bytes)
+        request = check_request(bundle_dir, device, baseline_model, baseline_bundle, overrides, decode_tokens, warmup, repeats)
+        with err.status("checking") as status:
+            report = check_bundle(request, lambda step: status.update(f"running {step} ..."))
+        folder = write_check_report(report, report_dir or default_report_folder(bundle_dir))
+        _print_check(report, folder)
+        if not report["passed"]:
+            raise CheckFailed(f"{bundle_dir}: misses {len(report['gate_failures'])} gate(s) on {device}",
+                              report["gate_failures"])
+    except LlamaportError as e:
+        _fail(e)
+
+
+@app.command()
+def compare(
+    reports: Annotated[list[Path], typer.Argument(help="report.json files (or their folders) from `llamaport check`.")],
+    report_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for compare.json and compare.html.")] = Path("compare"),
+):
+    """Put checked builds side by side: size, speed, accuracy and the Pareto front."""
+    from compile.reports import write_compare_report
+    from runtime_tests.compare import compare as compare_reports
+    from runtime_tests.compare import load_report
+
+    try:
+        result = compare_reports([load_report(p) for p in reports])
+        folder = write_compare_report(result, report_dir)
+    except LlamaportError as e:
+        _fail(e)
+    table = Table("build", "MB", "decode tok/s", "x fp32 .pte", "x eager", "KLD", "same-top-1 %", "gates", "Pareto")
+    for r in result["builds"]:
+        table.add_row(r["name"], f"{r['artifact_mb']:.2f}", f"{r['decode_tokens_per_s']:.1f}",
+                      f"{r['speedup_vs_fp32_artifact']:.2f}" if r["speedup_vs_fp32_artifact"] else "–",
+                      f"{r['speedup_vs_eager']:.2f}" if r["speedup_vs_eager"] else "–", f"{r['kld_mean']:.2e}",
+                      f"{r['same_top1_pct']:.1f}", "pass" if r["passed"] else "FAIL",
+                      "yes" if r["name"] in result["pareto_front"] else "")
+    out.print(table)
+    out.print(f"smallest passing: {result['smallest_passing']}   fastest passing: {result['fastest_passing']}")
+    out.print(f"report: {folder / 'compare.html'}")
+
+
+@app.command()
+def sweep(
+    model: Annotated[Optional[Path], typer.Argument(help="Model to sweep. Default: the bundled model.")] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Target whose recipes to build and check.")] = "linux-x86_64-xnnpack",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for bundles/, reports/, compare/ and sweep.json.")] = Path("sweep"),
+    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", "-r", help="Only these recipes (repeatable); default: all the target runs.")] = None,
+    max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Context length of every bundle.")] = None,
+    targets_file: TargetsFile = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier sweep in --out.")] = False,
+    device: DeviceOpt = "local", decode_tokens: DecodeOpt = 64, warmup: WarmupOpt = 1, repeats: RepeatsOpt = 5,
+    min_top1: MinTop1 = None, max_kld: MaxKld = None, max_ppl_ratio: MaxPpl = None, min_sqnr: MinSqnr = None,
+    min_decode_tps: MinTps = None, max_bytes: MaxBytes = None,
+):
+    """Build and check the target's recipes; name the smallest and the fastest bundle that pass."""
+    from compile.check_options import gate_overrides
+    from compile.pipeline import DEFAULT_MODEL
+    from compile.sweep import SweepRequest, run_sweep
+    from runtime_tests.latency import LatencyProtocol
+
+    if not _state["verbose"]:
+        _quiet_libraries()
+    try:
+        request = SweepRequest(model=model or DEFAULT_MODEL, target=target, out=out_dir, recipes=tuple(recipe or ()),
+                               max_seq_len=max_seq_len, targets_file=targets_file, overwrite=overwrite, device=device,
+                               gate_overrides=gate_overrides(min_top1, max_kld, max_ppl_ratio, min_sqnr, min_decode_tps, max_bytes),
+                               protocol=LatencyProtocol(decode_tokens=decode_tokens, warmup=warmup, repeats=repeats))
+        with err.status("sweeping") as status:
+            result = run_sweep(request, lambda r, step: status.update(f"{r}: {step} ..."))
+    except LlamaportError as e:
+        _fail(e)
+    table = Table("recipe", "status")
+    for e in result["recipes"]:
+        table.add_row(e["recipe"], e["status"])
+    out.print(table)
+    out.print(f"smallest passing: {result['smallest_passing']}   fastest passing: {result['fastest_passing']}")
+    out.print(f"sweep: {out_dir / 'sweep.json'}   compare: {out_dir / 'compare' / 'compare.html'}")
 
 
 def run() -> None:

@@ -41,8 +41,7 @@ class Build:
     source_format: str | None = None  # resolve
     checkpoint: LlamaCheckpoint | None = None  # load
     context_len: int | None = None  # load
-    eval_set: object = None  # reference
-    golden: object = None  # reference
+    golden: object = None  # reference (runtime_tests.golden.Golden, also saved into the bundle)
     artifact: Path | None = None  # export
     staging: Path | None = None  # set by run_build
     accuracy: dict | None = None  # accuracy

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from compile.bundle import MANIFEST_SCHEMA_VERSION, file_entry, now_utc, package_versions, write_json
 from compile.exporters import ARTIFACT_NAMES, EXPORTERS
 from compile.tokenizer_files import copy_into_bundle
 from llamaport_errors import ConfigError
+from runtime_tests.golden import GOLDEN_FILE
 
 
 def _layer_widths(cfg: dict) -> dict[str, list[int]]:
@@ -33,9 +33,8 @@ def load(build) -> None:
 
 
 def reference(build) -> None:
-    from compile.accuracy_gate import golden_outputs
     from compile.eval_data import build_eval_set
-    from compile.reference import full_model
+    from compile.golden_build import build_golden
     from runtime_tests.tokenizer import load_tokenizer
 
     ckpt = build.checkpoint
@@ -46,11 +45,9 @@ def reference(build) -> None:
         tok = load_tokenizer(tok_path)
     except ValueError as e:
         raise ConfigError(f"{ckpt.tokenizer.path}: ExecuTorch's tokenizer cannot read it ({e})") from e
-    build.eval_set = build_eval_set(tok, build.request.eval_text, build.context_len)
-    model = full_model(ckpt)
-    build.golden = golden_outputs(model, build.eval_set)
-    del model
-    gc.collect()
+    eval_set = build_eval_set(tok, build.request.eval_text, build.context_len)
+    build.golden = build_golden(ckpt, build.recipe.scheme, eval_set, build.context_len)
+    build.golden.save(build.staging)
 
 
 def export(build) -> None:
@@ -89,19 +86,32 @@ def package(build) -> None:
 
 
 def accuracy(build) -> None:
-    from compile.accuracy_gate import measure_executorch, missed_gates
+    """The artifact on this host's runtime against the golden outputs, with the code a device runs."""
+    from runtime_tests.accuracy import accuracy_of
+    from runtime_tests.gates import missed_gates
+    from runtime_tests.runners.executorch_runtime import ExecuTorchModel
 
-    metrics = measure_executorch(build.artifact, build.eval_set, build.golden)
-    metrics["gates"] = [g.describe() for g in build.target.gates]
-    metrics["gate_failures"] = missed_gates(metrics, build.target.gates)
+    metrics = accuracy_of(ExecuTorchModel(build.artifact), build.golden)
+    metrics["quantization_gap"] = build.golden.quantization_gap
+    build_gates = [g for g in build.target.gates if g.metric in metrics]  # latency gates wait for `check`
+    metrics["gates"] = [g.describe() for g in build_gates]
+    metrics["gate_failures"] = missed_gates(metrics, build_gates)
     build.accuracy = metrics
 
 
 def finalize(build) -> None:
     """accuracy.json, then the manifest last: it lists every file with bytes and sha256."""
     write_json(build.staging / "accuracy.json", build.accuracy)
-    build.manifest["accuracy"] = {k: build.accuracy[k] for k in (
-        "same_top1_pct", "kld_mean", "ppl_ratio", "greedy_match_pct", "greedy_identical", "gate_failures")}
+    headline = ("same_top1_pct", "kld_mean", "kld_p99", "ppl_ratio", "logit_sqnr_db", "greedy_match_pct")
+    build.manifest["accuracy"] = {k: build.accuracy[k] for k in (*headline, "greedy_identical", "gate_failures")}
+    build.manifest["quantization_gap"] = {k: build.golden.quantization_gap[k] for k in headline}
+    golden = build.golden
+    build.manifest["golden"] = {
+        "file": GOLDEN_FILE, "bytes": (build.staging / GOLDEN_FILE).stat().st_size, "eval_source": golden.eval_source,
+        "positions": len(golden.ids) - 1, "references": {k: r.kind for k, r in golden.references.items()},
+        "top_k": None if golden.references["full"].kind == "full" else golden.references["full"].topk_ids.shape[1],
+        "prompts": len(golden.prompts), "greedy_tokens": golden.greedy_tokens,
+        "latency_prompt_tokens": len(golden.latency_prompt)}
     build.manifest["timings_s"] = dict(build.timings)
     build.manifest["files"] = [file_entry(p, build.staging) for p in sorted(build.staging.iterdir()) if p.is_file()]
     write_json(build.staging / "manifest.json", build.manifest)

@@ -64,3 +64,26 @@ def tiny_random_hf(tmp_path_factory):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(DEFAULT_MODEL / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def checked(bundle, tmp_path_factory):
+    """checked(model_path, recipe, baselines=False) -> (report dict, report folder), checked once per key.
+    With baselines, the eager full model and the fp32 bundle of the same model are timed beside it."""
+    from compile.check_options import check_request
+    from compile.reports import write_check_report
+    from runtime_tests.harness import check_bundle
+
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("reports")
+
+    def get(model: Path, recipe: str, baselines: bool = False):
+        key = (str(model), recipe, baselines)
+        if key not in cache:
+            folder = bundle(model, recipe).artifact.parent
+            fp32 = bundle(model, "et-xnnpack-fp32").artifact.parent if baselines else None
+            request = check_request(folder, "local", Path(model) if baselines else None, fp32, (), 64, 1, 5)
+            report = check_bundle(request)
+            cache[key] = (report, write_check_report(report, root / f"r{len(cache)}"))
+        return cache[key]
+    return get

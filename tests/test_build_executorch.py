@@ -21,7 +21,7 @@ def test_fp32_bundle_of_each_format_matches_full_model_greedily(fmt, sources, bu
 
 def test_fp32_bundles_of_all_formats_produce_the_same_tokens(sources, bundle):
     """Same weights, three sources: the golden greedy continuations are the same across them."""
-    greedy = {fmt: bundle(sources[fmt], "et-xnnpack-fp32").golden.greedy for fmt in ("hf", "meta", "llama2c-legacy")}
+    greedy = {fmt: bundle(sources[fmt], "et-xnnpack-fp32").golden.references["full"].greedy for fmt in ("hf", "meta", "llama2c-legacy")}
     assert greedy["hf"] == greedy["meta"] == greedy["llama2c-legacy"]
 
 
@@ -57,7 +57,7 @@ def test_manifest_describes_the_bundle_truthfully(bundle):
     assert manifest["model"]["context_len"] == 256
     assert manifest["model"]["rope"]["theta"] == 10000.0
     files = {f["path"]: f for f in manifest["files"]}
-    assert set(files) == {"model.pte", "tokenizer.json", "tokenizer_config.json", "accuracy.json"}
+    assert set(files) == {"model.pte", "tokenizer.json", "tokenizer_config.json", "accuracy.json", "golden.safetensors"}
     for name, entry in files.items():
         assert entry["bytes"] == (folder / name).stat().st_size
         assert entry["sha256"] == sha256_of(folder / name)
@@ -69,7 +69,7 @@ def test_manifest_describes_the_bundle_truthfully(bundle):
 
 
 def test_pte_carries_the_runner_metadata(bundle):
-    from runtime_tests.executorch_runner import ExecuTorchModel
+    from runtime_tests.runners.executorch_runtime import ExecuTorchModel
 
     model = ExecuTorchModel(bundle(DEFAULT_MODEL, "et-xnnpack-8da4w-g32").artifact)
     meta = {n: model._meta(n) for n in ("get_bos_id", "get_eos_ids", "get_max_seq_len", "use_kv_cache",
@@ -111,7 +111,7 @@ def test_lowering_gap_is_small_against_the_quantized_eager_model(recipe, scheme,
 
     from compile.exporters.executorch import quantized_eager
     from quantize import resolve_scheme
-    from runtime_tests.executorch_runner import ExecuTorchModel
+    from runtime_tests.runners.executorch_runtime import ExecuTorchModel
 
     ids = [1] + list(range(300, 360))
     model = ExecuTorchModel(bundle(DEFAULT_MODEL, recipe).artifact)

@@ -32,3 +32,24 @@ def test_gate_not_met_exits_3_with_a_table_and_writes_nothing(tmp_path, tiny_ran
     assert "misses the target's accuracy floor" in result.stderr
     assert "ppl_ratio <= 0.5" in result.stderr and "missed by" in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_sweep_builds_checks_and_names_the_smallest_and_fastest_passing(tmp_path):
+    """A KLD gate only fp32 meets: 8da4w-g32 is built and checked but fails, so fp32 is both answers."""
+    import json
+
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, ["sweep", "--recipe", "et-xnnpack-fp32", "--recipe", "et-xnnpack-8da4w-g32",
+                                      "--max-seq-len", "256", "--repeats", "2", "--decode-tokens", "16",
+                                      "--max-kld", "1e-3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sweep = json.loads((out / "sweep.json").read_text())
+    status = {e["recipe"]: e["status"] for e in sweep["recipes"]}
+    assert status == {"et-xnnpack-fp32": "passed", "et-xnnpack-8da4w-g32": "check gates missed"}
+    assert sweep["smallest_passing"] == sweep["fastest_passing"] == "et-xnnpack-fp32"
+    q4 = json.loads((out / "reports" / "et-xnnpack-8da4w-g32" / "report.json").read_text())
+    assert [f["metric"] for f in q4["gate_failures"]] == ["kld_mean"] and q4["summary"]["kld_mean"] > 1e-3
+    compare = json.loads((out / "compare" / "compare.json").read_text())
+    assert {b["name"] for b in compare["builds"]} == set(status)
+    assert (out / "bundles" / "et-xnnpack-8da4w-g32" / "golden.safetensors").is_file()
+    assert "smallest passing: et-xnnpack-fp32" in result.stdout

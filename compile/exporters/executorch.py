@@ -65,15 +65,17 @@ def _checkpoint_folder() -> Path:
     return folder
 
 
-def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int) -> torch.nn.Module:
-    """ExecuTorch's Llama (no KV cache) with the scheme applied: the quantized eager model."""
+def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int,
+                    full_logits: bool = False) -> torch.nn.Module:
+    """ExecuTorch's Llama (no KV cache) with the scheme applied: the quantized eager model. It returns the
+    last position's logits, or every position's with `full_logits`."""
     from executorch.examples.models.llama.llama_transformer import construct_transformer
     from executorch.examples.models.llama.model_args import ModelArgs
 
     from quantize.torchao_map import apply_scheme
 
     params = meta_params(ckpt.config)
-    args = ModelArgs(**params, max_seq_len=max_seq_len, max_context_len=max_seq_len)
+    args = ModelArgs(**params, max_seq_len=max_seq_len, max_context_len=max_seq_len, generate_full_logits=full_logits)
     with torch.device("meta"):
         module = construct_transformer(args)
     module.load_state_dict(hf_to_meta(ckpt.state_dict, ckpt.config), strict=False, assign=True)

@@ -1,5 +1,5 @@
-"""Run a bundle's .pte with ExecuTorch's Python runtime: teacher-forced logits and greedy decoding,
-from the bundle alone (no full model, no llamaport build code)."""
+"""A bundle's .pte through ExecuTorch's Python runtime (executorch.runtime): teacher-forced logits,
+prefill and decode, from the bundle alone (no full model, no llamaport build code)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def _load_llm_kernels() -> None:
 
 
 class ExecuTorchModel:
+    name = "executorch-runtime"
+
     def __init__(self, pte_path: Path):
         _load_llm_kernels()
         from executorch.runtime import Runtime
@@ -24,7 +26,7 @@ class ExecuTorchModel:
         start = time.perf_counter()
         self.program = Runtime.get().load_program(str(pte_path))
         self.forward = self.program.load_method("forward")
-        self.load_seconds = time.perf_counter() - start
+        self.load_s = time.perf_counter() - start
         self.max_seq_len = self._meta("get_max_seq_len")
         self.max_context_len = self._meta("get_max_context_len")
 
@@ -35,7 +37,7 @@ class ExecuTorchModel:
         out = self.forward.execute([torch.tensor([tokens], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])
         return out[0].reshape(-1)  # logits of the last position
 
-    def _prefill(self, tokens: list[int]) -> torch.Tensor:
+    def prefill(self, tokens: list[int]) -> torch.Tensor:
         # One call takes at most max_seq_len - 1 tokens (the exported dynamic shape), so chunk.
         chunk, pos, logits = self.max_seq_len - 1, 0, None
         while pos < len(tokens):
@@ -43,22 +45,22 @@ class ExecuTorchModel:
             pos += chunk
         return logits
 
+    def decode(self, token: int, pos: int) -> torch.Tensor:
+        if pos >= self.max_context_len:
+            raise ValueError(f"position {pos} is past the bundle's context of {self.max_context_len}")
+        return self._step([token], pos)
+
     def teacher_forced_logits(self, ids: list[int]) -> torch.Tensor:
         """[len(ids), vocab]: the .pte returns only the last position's logits, so feed one token a step."""
         if len(ids) > self.max_context_len:
             raise ValueError(f"{len(ids)} tokens exceed the bundle's context of {self.max_context_len}")
         return torch.stack([self._step([t], i).clone() for i, t in enumerate(ids)])
 
-    def greedy(self, prompt: list[int], new_tokens: int) -> tuple[list[int], dict]:
-        if len(prompt) + new_tokens > self.max_context_len:
-            raise ValueError(f"prompt {len(prompt)} + {new_tokens} tokens exceed the context of {self.max_context_len}")
-        start = time.perf_counter()
-        logits = self._prefill(prompt)
-        first = time.perf_counter()
-        tokens = [int(logits.argmax())]
-        for i in range(new_tokens - 1):
-            tokens.append(int(self._step([tokens[-1]], len(prompt) + i).argmax()))
-        end = time.perf_counter()
-        stats = {"prefill_s": first - start, "decode_s": end - first,
-                 "decode_tokens_per_s": (new_tokens - 1) / (end - first) if new_tokens > 1 else None}
-        return tokens, stats
+
+def run(bundle: Path, manifest: dict, golden, protocol, with_accuracy: bool) -> dict:
+    from runtime_tests.accuracy import accuracy_of
+    from runtime_tests.latency import measure
+
+    model = ExecuTorchModel(bundle / manifest["runtime"]["executorch"]["model"])
+    accuracy = accuracy_of(model, golden) if with_accuracy else None
+    return {"load_s": model.load_s, "latency": measure(model, golden.latency_prompt, protocol), "accuracy": accuracy}

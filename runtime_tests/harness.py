@@ -1,0 +1,129 @@
+"""`check`: run a bundle's runners on a device, score them against the bundle's golden outputs, time
+them, gate, and assemble the report (a dict; the CLI writes report.json and report.html).
+
+The device needs only the bundle. Baselines (the eager full model, an fp32 bundle) run in the same
+check on the same device with the same protocol and prompt, so speed-ups are measured side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from llamaport_errors import ConfigError, DeviceError
+from runtime_tests.bundle_files import golden_metadata, verify_bundle
+from runtime_tests.gates import missed_gates, with_overrides
+from runtime_tests.latency import LatencyProtocol, memory_bound_fraction
+from runtime_tests.runners import RUNNERS_FOR_RUNTIME
+from targets import Gate, Target
+from targets.devices import resolve_device
+
+REPORT_SCHEMA_VERSION = 1
+RESULT_TAG = "LLAMAPORT_RESULT "  # runtime_tests.device_run prints it; kept here so the host imports no torch
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A reference timed beside the bundle: `python -m module *args` on the same device."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    bundle: Path
+    device: str = "local"
+    gate_overrides: tuple[Gate, ...] = ()
+    protocol: LatencyProtocol = field(default_factory=LatencyProtocol)
+    baselines: tuple[Baseline, ...] = ()
+    timeout_s: float = 1800.0
+
+
+def fp32_bundle_baseline(bundle: Path) -> Baseline:
+    return Baseline("fp32-pte", "runtime_tests.device_run", (str(bundle), "--runner", "executorch-runtime", "--no-accuracy"))
+
+
+def parse_result(stdout: str) -> dict | None:
+    lines = [ln[len(RESULT_TAG):] for ln in stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    return json.loads(lines[-1]) if lines else None
+
+
+def _run(device, module: str, args: list[str], request: CheckRequest) -> dict:
+    p = request.protocol
+    proc = device.python_module(module, [*args, "--decode-tokens", str(p.decode_tokens), "--warmup", str(p.warmup),
+                                         "--repeats", str(p.repeats)], request.timeout_s)
+    result = parse_result(proc.stdout)
+    if result is None or "error" in result:
+        why = result["error"] if result else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(f"device {device.name}: {module} {' '.join(args)} failed: {why}")
+    return result
+
+
+def _summary(primary: dict, runners: dict, artifact_bytes: int, target: Target) -> dict:
+    acc, lat = primary["accuracy"], primary["latency"]
+    decode = lat["decode_tokens_per_s"]["median"]
+    summary = {k: acc[k] for k in ("same_top1_pct", "kld_mean", "kld_p99", "ppl_ratio", "logit_sqnr_db",
+                                   "max_abs_logit_error", "greedy_match_pct")}
+    summary.update(decode_tokens_per_s=decode, prefill_tokens_per_s=lat["prefill_tokens_per_s"]["median"],
+                   ttft_s=lat["ttft_s"]["median"], prompt_tokens=lat["prompt_tokens"], load_s=primary["load_s"],
+                   peak_rss_mb=max(r["peak_rss_mb"] for r in runners.values()), artifact_bytes=artifact_bytes,
+                   decode_fraction_of_bandwidth_bound=memory_bound_fraction(decode, artifact_bytes,
+                                                                            target.memory_bandwidth_gb_s))
+    return summary
+
+
+def _speedups(primary: dict, baselines: dict) -> dict:
+    decode = primary["latency"]["decode_tokens_per_s"]["median"]
+    ttft = primary["latency"]["ttft_s"]["median"]
+    return {name: {"decode": decode / b["latency"]["decode_tokens_per_s"]["median"],
+                   "ttft": b["latency"]["ttft_s"]["median"] / ttft} for name, b in baselines.items()}
+
+
+def _host() -> dict:
+    import os
+    return {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
+def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda s: None) -> dict:
+    bundle = Path(request.bundle)
+    manifest = verify_bundle(bundle)
+    target = Target.from_dict(manifest["target"], origin=f"{bundle}/manifest.json: target")
+    gates = with_overrides(target.gates, list(request.gate_overrides))
+    device = resolve_device(request.device)
+    runtime = manifest["target"]["runtime"]
+    if runtime not in RUNNERS_FOR_RUNTIME:
+        raise ConfigError(f"{bundle}/manifest.json: no runner for runtime {runtime!r}")
+    runners = {}
+    for name in RUNNERS_FOR_RUNTIME[runtime]:
+        progress(name)
+        runners[name] = _run(device, "runtime_tests.device_run", [str(bundle), "--runner", name], request)
+    baselines = {}
+    for b in request.baselines:
+        progress(b.name)
+        baselines[b.name] = _run(device, b.module, list(b.args), request)
+    primary = runners[RUNNERS_FOR_RUNTIME[runtime][0]]
+    artifact = next(f for f in manifest["files"] if f["path"] == manifest["runtime"][runtime]["model"])
+    summary = _summary(primary, runners, artifact["bytes"], target)
+    failures = missed_gates(summary, gates)
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "llamaport_version": metadata.version("llamaport"),
+        "bundle": {"path": str(bundle.resolve()), "recipe": manifest["recipe"], "target": target.name,
+                   "artifact": artifact, "golden": manifest.get("golden"), "model": manifest["model"],
+                   "source": manifest["source"]["path"]},
+        "device": {"name": device.name, "transport": device.transport, **_host()},
+        "protocol": request.protocol.to_dict(),
+        "quantization_gap": golden_metadata(bundle)["quantization_gap"],
+        "runners": runners, "baselines": baselines, "speedups": _speedups(primary, baselines),
+        "summary": summary, "gates": [g.describe() for g in gates], "gate_failures": failures,
+        "passed": not failures,
+    }

@@ -1,0 +1,90 @@
+"""Report plots (matplotlib, Agg), returned as PNG bytes so the HTML can embed them."""
+
+from __future__ import annotations
+
+import io
+
+
+def _figure(width=7.5, height=3.4):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log axes spanning less than a decade otherwise label every minor tick in 10^x notation."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def kld_per_position(series: dict[str, list[float]]) -> bytes:
+    """KL divergence against the full model at every teacher-forced position, one line per series."""
+    plt, fig, ax = _figure()
+    floor = 1e-12  # log axis: exact matches (KLD 0) sit on the floor
+    for label, values in series.items():
+        ax.plot(range(1, len(values) + 1), [max(v, floor) for v in values], lw=1, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("position in the eval text")
+    ax.set_ylabel("KLD vs full model (nats)")
+    ax.set_title("Per-position KL divergence")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def latency_distribution(token_latencies_ms: dict[str, list[float]]) -> bytes:
+    """Per-token decode latency of each runner: a box per runner, every token of every repeat."""
+    plt, fig, ax = _figure(height=1.4 + 0.5 * max(1, len(token_latencies_ms)))
+    labels = list(token_latencies_ms)
+    ax.boxplot([token_latencies_ms[k] for k in labels], vert=False, showfliers=True, flierprops={"markersize": 2})
+    ax.set_yticks(range(1, len(labels) + 1), labels)
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("decode latency per token (ms, log scale)")
+    ax.set_title("Decode latency distribution")
+    ax.grid(alpha=0.3, axis="x")
+    return _png(plt, fig)
+
+
+def pareto(points: list[dict], front: set[str]) -> bytes:
+    """Size vs decode speed, colour = KLD; the Pareto-optimal builds are ringed and labelled in bold."""
+    import matplotlib.colors as mcolors
+
+    plt, fig, ax = _figure(height=4.2)
+    kld = [max(p["kld_mean"], 1e-12) for p in points]
+    sc = ax.scatter([p["artifact_mb"] for p in points], [p["decode_tokens_per_s"] for p in points], c=kld,
+                    cmap="viridis_r", norm=mcolors.LogNorm(min(kld), max(max(kld), min(kld) * 10)), s=70, zorder=3)
+    middle = (min(p["artifact_mb"] for p in points) + max(p["artifact_mb"] for p in points)) / 2
+    for p in points:
+        on_front = p["name"] in front
+        if on_front:
+            ax.scatter([p["artifact_mb"]], [p["decode_tokens_per_s"]], s=180, facecolors="none", edgecolors="red", zorder=4)
+        right_half = p["artifact_mb"] > middle  # labels point inwards so none leaves the axes
+        ax.annotate(p["name"], (p["artifact_mb"], p["decode_tokens_per_s"]), textcoords="offset points",
+                    xytext=(-8 if right_half else 8, 6), ha="right" if right_half else "left", fontsize=8,
+                    fontweight="bold" if on_front else "normal")
+    fig.colorbar(sc, ax=ax, label="KLD vs full model (mean)")
+    sizes = [p["artifact_mb"] for p in points]
+    if max(sizes) / min(sizes) > 10:  # a log axis only where sizes span decades
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+    ax.margins(x=0.2, y=0.12)  # room for the labels beside the outermost points
+    ax.set_xlabel("artifact size (MB)")
+    ax.set_ylabel("decode tokens/s (median)")
+    ax.set_title("Size vs decode speed vs KLD (red rings: Pareto front)")
+    ax.grid(alpha=0.3)
+    return _png(plt, fig)
