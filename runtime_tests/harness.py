@@ -94,10 +94,10 @@ def _host() -> dict:
 
 def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda s: None) -> dict:
     bundle = Path(request.bundle)
+    device = resolve_device(request.device)
     manifest = verify_bundle(bundle)
     target = Target.from_dict(manifest["target"], origin=f"{bundle}/manifest.json: target")
     gates = with_overrides(target.gates, list(request.gate_overrides))
-    device = resolve_device(request.device)
     runtime = manifest["target"]["runtime"]
     if runtime not in RUNNERS_FOR_RUNTIME:
         raise ConfigError(f"{bundle}/manifest.json: no runner for runtime {runtime!r}")

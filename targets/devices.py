@@ -19,7 +19,8 @@ class LocalDevice:
         """Run `python -m module args...` on the device; stdout and stderr come back as text."""
         argv = [sys.executable, "-m", module, *args]
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+            # A runtime may print raw byte-level token pieces; they must not break reading the result line.
+            return subprocess.run(argv, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout_s)
         except subprocess.TimeoutExpired as e:
             raise DeviceError(f"device {self.name}: `{' '.join(argv)}` ran past {timeout_s:.0f} s") from e
 

@@ -142,3 +142,19 @@ def test_dry_run_resolves_without_reading_weights(tmp_path):
     assert plan["recipe"]["id"] == "et-xnnpack-8w" and plan["source_format"] == "hf"
     assert plan["target"]["name"] == "linux-x86_64-xnnpack"
     assert not (tmp_path / "o").exists()
+
+
+def test_check_refuses_a_folder_that_is_not_a_bundle(tmp_path):
+    result = runner.invoke(app, ["check", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert_refused(result, tmp_path / "out", str(tmp_path), "manifest.json missing")
+
+
+def test_check_refuses_an_unknown_device(tmp_path):
+    result = runner.invoke(app, ["check", str(tmp_path), "--device", "pixel9", "--out", str(tmp_path / "out")])
+    assert_refused(result, tmp_path / "out", "unknown device 'pixel9'; known: local")
+
+
+def test_compare_refuses_a_file_that_is_not_a_report(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    result = runner.invoke(app, ["compare", str(tmp_path / "x.json"), "--out", str(tmp_path / "out")])
+    assert_refused(result, tmp_path / "out", "x.json", "report schema")

@@ -53,6 +53,14 @@ def test_sqnr_in_db():
     assert sqnr_db(signal, signal + 0.01) == pytest.approx(40.0)
 
 
+def test_decode_as_a_fraction_of_the_bandwidth_bound():
+    from runtime_tests.latency import memory_bound_fraction
+
+    # 30 GB/s over a 1.5 GB model bounds decode at 20 tokens/s; 15 tokens/s is 75 % of it
+    assert memory_bound_fraction(15.0, 1_500_000_000, 30.0) == pytest.approx(0.75)
+    assert memory_bound_fraction(15.0, 1_500_000_000, None) is None
+
+
 def test_golden_round_trips_through_the_bundle_file(tmp_path):
     logits, ids = _logits(vocab=300), _ids(40, 300)
     refs = {"full": Reference.from_logits(logits, ids, [[5, 6], [7, 8]]),

@@ -67,9 +67,11 @@ def test_user_targets_from_toml(tmp_path):
     path = tmp_path / "t.toml"
     path.write_text('[[target]]\nname = "rpi5-xnnpack"\nos = "linux"\narch = "arm64"\nruntime = "executorch"\n'
                     'backends = ["xnnpack", "portable"]\nlinear_schemes = ["fp32", "8da4w"]\nmemory_budget_mb = 4096\n'
-                    'default_context_len = 1024\ngates = [{metric = "same_top1_pct", min = 92.0}]\n')
+                    'default_context_len = 1024\nmemory_bandwidth_gb_s = 17.0\n'
+                    'gates = [{metric = "same_top1_pct", min = 92.0}, {metric = "decode_tokens_per_s", min = 20.0}]\n')
     t = load_targets(path)["rpi5-xnnpack"]
-    assert t.gates == (Gate("same_top1_pct", min=92.0),) and t.default_context_len == 1024
+    assert t.gates == (Gate("same_top1_pct", min=92.0), Gate("decode_tokens_per_s", min=20.0))
+    assert t.default_context_len == 1024 and t.memory_bandwidth_gb_s == 17.0
     path.write_text('[[target]]\nname = "x"\ncolour = "red"\n')
     with pytest.raises(ConfigError, match="unknown keys \\['colour'\\]"):
         load_targets(path)

@@ -53,3 +53,34 @@ def test_sweep_builds_checks_and_names_the_smallest_and_fastest_passing(tmp_path
     assert {b["name"] for b in compare["builds"]} == set(status)
     assert (out / "bundles" / "et-xnnpack-8da4w-g32" / "golden.safetensors").is_file()
     assert "smallest passing: et-xnnpack-fp32" in result.stdout
+
+
+def test_large_vocabulary_keeps_top_k_golden_logits_and_still_checks_exactly(tmp_path_factory, bundle):
+    """Vocabulary 4096: every logit would be 4 MB per reference, so the golden keeps the top-64; the fp32
+    bundle still checks at KLD < 1e-6 through the top-k path (random weights: near-uniform logits, so
+    top-1 may flip on rounding at a few positions)."""
+    import json
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from compile.check_options import check_request
+    from compile.pipeline import DEFAULT_MODEL
+    from runtime_tests.harness import check_bundle
+
+    folder = tmp_path_factory.mktemp("big_vocab")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                 bos_token_id=1, eos_token_id=2)).save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(DEFAULT_MODEL / name, folder / name)
+    bundle_dir = bundle(folder, "et-xnnpack-fp32").artifact.parent
+    golden = json.loads((bundle_dir / "manifest.json").read_text())["golden"]
+    assert golden["references"] == {"full": "topk", "quantized": "topk"} and golden["top_k"] == 64
+    assert golden["bytes"] < 0.45e6  # vs 2 x 4.2 MB with every logit
+    report = check_bundle(check_request(bundle_dir, "local", None, None, (), 8, 0, 1))
+    s = report["summary"]
+    assert s["kld_mean"] < 1e-6 and s["same_top1_pct"] >= 98.0 and s["logit_sqnr_db"] > 80
+    assert report["runners"]["executorch-runtime"]["accuracy"]["vs_full"]["logits_compared"] == "topk"

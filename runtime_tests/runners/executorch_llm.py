@@ -40,7 +40,9 @@ def run(bundle: Path, manifest: dict, golden: Golden, protocol: LatencyProtocol,
     runs = []
     for _ in range(protocol.warmup + protocol.repeats):
         stats = []
-        runner.generate(golden.latency_prompt_text, config, token_callback=lambda piece: None, stats_callback=stats.append)
+        # No token callback: its binding converts each piece to str, which fails on a byte-level piece
+        # that is half a UTF-8 character; the stats are all this runner is asked for.
+        runner.generate(golden.latency_prompt_text, config, token_callback=None, stats_callback=stats.append)
         runs.append(_per_run(stats[-1]))
         runner.reset()
     kept = runs[protocol.warmup:]
