@@ -17,6 +17,7 @@ from typing import Callable
 
 from llamaport_errors import ConfigError, DeviceError
 from runtime_tests.bundle_files import golden_metadata, verify_bundle
+from runtime_tests.device_run import RESULT_TAG  # imports no torch at module level
 from runtime_tests.gates import missed_gates, with_overrides
 from runtime_tests.latency import LatencyProtocol, memory_bound_fraction
 from runtime_tests.runners import RUNNERS_FOR_RUNTIME
@@ -24,7 +25,6 @@ from targets import Gate, Target
 from targets.devices import resolve_device
 
 REPORT_SCHEMA_VERSION = 1
-RESULT_TAG = "LLAMAPORT_RESULT "  # runtime_tests.device_run prints it; kept here so the host imports no torch
 
 
 @dataclass(frozen=True)

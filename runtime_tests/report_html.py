@@ -52,7 +52,7 @@ def render(report: dict) -> str:
     facts = html.table(["", ""], [
         ["recipe", b["recipe"]["id"]], ["target", b["target"]], ["artifact", f"{b['artifact']['path']} ({b['artifact']['bytes']:,} bytes)"],
         ["device", f"{report['device']['name']} ({report['device']['platform']}, {report['device']['cpu_count']} CPUs)"],
-        ["eval", f"{s_positions(primary)} teacher-forced positions; greedy {primary['accuracy']['vs_full']['greedy_tokens']} tokens"],
+        ["eval", f"{primary['accuracy']['vs_full']['positions']} teacher-forced positions; greedy {primary['accuracy']['vs_full']['greedy_tokens']} tokens"],
         ["latency protocol", f"prompt {s['prompt_tokens']} tokens, decode {p['decode_tokens']} tokens, "
                              f"{p['warmup']} warm-up + {p['repeats']} repeats, medians"],
         ["decode vs bandwidth bound", s["decode_fraction_of_bandwidth_bound"]], ["created", report["created"]]])
@@ -60,7 +60,3 @@ def render(report: dict) -> str:
         verdict, facts, html.heading("Gates"), gates, html.heading("Accuracy against the full model"), accuracy,
         html.image(plots.kld_per_position(kld), "per-position KLD"), html.heading("Latency"), latency, speedups,
         html.image(plots.latency_distribution(token_ms), "decode latency distribution")])
-
-
-def s_positions(primary: dict) -> int:
-    return primary["accuracy"]["vs_full"]["positions"]

@@ -37,6 +37,12 @@ def test_listing_targets_and_recipes_imports_no_torch():
 DEVICE_PROCESSES = {"runtime_tests/device_run.py", "compile/eager_run.py"}
 
 
+def test_the_check_host_side_imports_no_torch():
+    """The host verifies and schedules; only the device processes load runtimes."""
+    code = "import sys, runtime_tests.harness, runtime_tests.compare; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
 def test_only_the_cli_exits_or_prints():
     for package in INTERNAL:
         for path in (ROOT / package).rglob("*.py"):
