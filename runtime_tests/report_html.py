@@ -44,12 +44,12 @@ def render(report: dict) -> str:
     latency = html.table(["runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s (median)", "decode range",
                           "peak RSS MB", "RSS before load MB"],
                          _latency_rows({**report["runners"], **report["baselines"]}))
-    kld = {"device vs full": primary["accuracy"]["vs_full"]["kld_per_position"],
-           "quantized eager vs full": report["quantization_gap"]["kld_per_position"]}
+    kld = {"quantized eager vs full (quantization gap)": report["quantization_gap"]["kld_per_position"],
+           "device vs full": primary["accuracy"]["vs_full"]["kld_per_position"]}
     token_ms = {n: [t * 1000 for t in r["latency"]["token_latencies_s"]]
                 for n, r in {**report["runners"], **report["baselines"]}.items() if "token_latencies_s" in r["latency"]}
     p = report["protocol"]
-    facts = html.table(["", ""], [
+    facts = html.table(["checked", "what"], [
         ["recipe", b["recipe"]["id"]], ["target", b["target"]], ["artifact", f"{b['artifact']['path']} ({b['artifact']['bytes']:,} bytes)"],
         ["device", f"{report['device']['name']} ({report['device']['platform']}, {report['device']['cpu_count']} CPUs)"],
         ["eval", f"{primary['accuracy']['vs_full']['positions']} teacher-forced positions; greedy {primary['accuracy']['vs_full']['greedy_tokens']} tokens"],
