@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from llamaport_errors import ConfigError
-from runtime_tests.bundle_files import MANIFEST_SCHEMA_VERSION, sha256_of  # noqa: F401  (re-exported)
+from runtime_tests.bundle_files import sha256_of
 
 VERSIONED_PACKAGES = ("llamaport", "torch", "executorch", "torchao", "transformers")
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
 
-from runtime_tests.device_run import emit, peak_rss_mb, protocol_args, protocol_of, rss_mb
+from runtime_tests.device_run import protocol_args, protocol_of, run_and_emit
 
 RUNNER = "eager-transformers"
 
@@ -52,23 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, required=True, help="bundle whose golden prompt and eval set to use")
     protocol_args(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def produce() -> dict:
         from runtime_tests.accuracy import accuracy_of
         from runtime_tests.golden import Golden
         from runtime_tests.latency import measure
 
         golden = Golden.load(args.bundle)
-        before = rss_mb()
         model = EagerFullModel(args.model)
-        accuracy = None if args.no_accuracy else accuracy_of(model, golden)
-        latency = measure(model, golden.latency_prompt, protocol_of(args))
-        emit({"runner": RUNNER, "load_s": model.load_s, "latency": latency, "accuracy": accuracy,
-              "rss_before_load_mb": before, "peak_rss_mb": peak_rss_mb()})
-        return 0
-    except Exception as e:
-        traceback.print_exc()
-        emit({"runner": RUNNER, "error": f"{type(e).__name__}: {e}"})
-        return 1
+        return {"load_s": model.load_s, "latency": measure(model, golden.latency_prompt, protocol_of(args)),
+                "accuracy": None if args.no_accuracy else accuracy_of(model, golden)}
+    return run_and_emit(RUNNER, produce)
 
 
 if __name__ == "__main__":

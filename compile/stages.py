@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compile.bundle import MANIFEST_SCHEMA_VERSION, file_entry, now_utc, package_versions, write_json
+from compile.bundle import file_entry, now_utc, package_versions, write_json
 from compile.exporters import ARTIFACT_NAMES, EXPORTERS
 from compile.tokenizer_files import copy_into_bundle
 from llamaport_errors import ConfigError
+from runtime_tests.bundle_files import MANIFEST_SCHEMA_VERSION
+from runtime_tests.gates import ACCURACY_HEADLINE
 from runtime_tests.golden import GOLDEN_FILE
 
 
@@ -102,9 +104,8 @@ def accuracy(build) -> None:
 def finalize(build) -> None:
     """accuracy.json, then the manifest last: it lists every file with bytes and sha256."""
     write_json(build.staging / "accuracy.json", build.accuracy)
-    headline = ("same_top1_pct", "kld_mean", "kld_p99", "ppl_ratio", "logit_sqnr_db", "greedy_match_pct")
-    build.manifest["accuracy"] = {k: build.accuracy[k] for k in (*headline, "greedy_identical", "gate_failures")}
-    build.manifest["quantization_gap"] = {k: build.golden.quantization_gap[k] for k in headline}
+    build.manifest["accuracy"] = {k: build.accuracy[k] for k in (*ACCURACY_HEADLINE, "greedy_identical", "gate_failures")}
+    build.manifest["quantization_gap"] = {k: build.golden.quantization_gap[k] for k in ACCURACY_HEADLINE}
     golden = build.golden
     build.manifest["golden"] = {
         "file": GOLDEN_FILE, "bytes": (build.staging / GOLDEN_FILE).stat().st_size, "eval_source": golden.eval_source,

@@ -51,7 +51,7 @@ def recipes_for(target, wanted: tuple[str, ...]) -> list[str]:
 def run_sweep(request: SweepRequest, progress: Callable[[str, str], None] = lambda recipe, step: None) -> dict:
     from compile.pipeline import BuildRequest, run_build
     from compile.reports import write_check_report, write_compare_report
-    from runtime_tests.compare import compare, load_report
+    from runtime_tests.compare import compare
     from runtime_tests.harness import check_bundle
 
     target = resolve_target(request.target, request.targets_file)
@@ -87,7 +87,7 @@ def run_sweep(request: SweepRequest, progress: Callable[[str, str], None] = lamb
         reports.append(report)
         entries.append({**entry, "status": "passed" if report["passed"] else "check gates missed",
                         "report": str(report_dir / "report.json"), "gate_failures": report["gate_failures"]})
-    result = compare([load_report(Path(e["report"])) for e in entries if "report" in e]) if reports else None
+    result = compare(reports) if reports else None
     if result:
         write_compare_report(result, out / "compare")
     summary = {"schema_version": 1, "model": str(request.model), "target": target.name, "recipes": entries,

@@ -34,6 +34,20 @@ def emit(result: dict) -> None:
     print("\n" + RESULT_TAG + json.dumps(result), flush=True)
 
 
+def run_and_emit(runner: str, produce) -> int:
+    """Call `produce()` -> result fields, add memory figures, print the tagged line. An error is reported
+    the same way (the host raises it), with the traceback on stderr for --verbose."""
+    try:
+        before = rss_mb()
+        result = produce()
+        emit({"runner": runner, **result, "rss_before_load_mb": before, "peak_rss_mb": peak_rss_mb()})
+        return 0
+    except Exception as e:
+        traceback.print_exc()
+        emit({"runner": runner, "error": f"{type(e).__name__}: {e}"})
+        return 1
+
+
 def protocol_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=1)
@@ -52,20 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runner", required=True)
     protocol_args(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def produce() -> dict:
         from runtime_tests.golden import Golden
         from runtime_tests.runners import RUNNERS
 
         manifest = json.loads((args.bundle / "manifest.json").read_text())
-        golden = Golden.load(args.bundle)
-        before = rss_mb()
-        result = RUNNERS[args.runner](args.bundle, manifest, golden, protocol_of(args), not args.no_accuracy)
-        emit({"runner": args.runner, **result, "rss_before_load_mb": before, "peak_rss_mb": peak_rss_mb()})
-        return 0
-    except Exception as e:  # the host reports it; the traceback goes to stderr for --verbose
-        traceback.print_exc()
-        emit({"runner": args.runner, "error": f"{type(e).__name__}: {e}"})
-        return 1
+        return RUNNERS[args.runner](args.bundle, manifest, Golden.load(args.bundle), protocol_of(args),
+                                    not args.no_accuracy)
+    return run_and_emit(args.runner, produce)
 
 
 if __name__ == "__main__":

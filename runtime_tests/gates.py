@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from targets import Gate
 
+# The accuracy metrics (all against the full model) that gates, manifests and reports read.
+ACCURACY_HEADLINE = ("same_top1_pct", "kld_mean", "kld_p99", "ppl_ratio", "logit_sqnr_db", "max_abs_logit_error",
+                     "greedy_match_pct")
+
 
 def missed_gates(metrics: dict, gates) -> list[dict]:
     failures = []

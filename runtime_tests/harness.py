@@ -18,7 +18,7 @@ from typing import Callable
 from llamaport_errors import ConfigError, DeviceError
 from runtime_tests.bundle_files import golden_metadata, verify_bundle
 from runtime_tests.device_run import RESULT_TAG  # imports no torch at module level
-from runtime_tests.gates import missed_gates, with_overrides
+from runtime_tests.gates import ACCURACY_HEADLINE, missed_gates, with_overrides
 from runtime_tests.latency import LatencyProtocol, memory_bound_fraction
 from runtime_tests.runners import RUNNERS_FOR_RUNTIME
 from targets import Gate, Target
@@ -69,8 +69,7 @@ def _run(device, module: str, args: list[str], request: CheckRequest) -> dict:
 def _summary(primary: dict, runners: dict, artifact_bytes: int, target: Target) -> dict:
     acc, lat = primary["accuracy"], primary["latency"]
     decode = lat["decode_tokens_per_s"]["median"]
-    summary = {k: acc[k] for k in ("same_top1_pct", "kld_mean", "kld_p99", "ppl_ratio", "logit_sqnr_db",
-                                   "max_abs_logit_error", "greedy_match_pct")}
+    summary = {k: acc[k] for k in ACCURACY_HEADLINE}
     summary.update(decode_tokens_per_s=decode, prefill_tokens_per_s=lat["prefill_tokens_per_s"]["median"],
                    ttft_s=lat["ttft_s"]["median"], prompt_tokens=lat["prompt_tokens"], load_s=primary["load_s"],
                    peak_rss_mb=max(r["peak_rss_mb"] for r in runners.values()), artifact_bytes=artifact_bytes,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from runtime_tests import html, plots
-
-_ACCURACY_ROWS = ("same_top1_pct", "kld_mean", "kld_p99", "ppl_ratio", "logit_sqnr_db", "max_abs_logit_error",
-                  "greedy_match_pct")
+from runtime_tests.gates import ACCURACY_HEADLINE
 
 
 def _latency_rows(results: dict) -> list[list]:
@@ -38,7 +36,7 @@ def render(report: dict) -> str:
     accuracy = html.table(
         ["metric", "quantization gap (quantized eager vs full)", "lowering gap (device vs quantized eager)",
          "device vs full model"],
-        [[m, report["quantization_gap"].get(m), lowering.get(m), s.get(m)] for m in _ACCURACY_ROWS])
+        [[m, report["quantization_gap"].get(m), lowering.get(m), s.get(m)] for m in ACCURACY_HEADLINE])
     speedups = html.table(["baseline", "decode speed-up", "time-to-first-token speed-up"],
                           [[k, v["decode"], v["ttft"]] for k, v in report["speedups"].items()]) if report["speedups"] else ""
     latency = html.table(["runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s (median)", "decode range",
