@@ -162,8 +162,8 @@ def _print_check(report: dict, folder: Path) -> None:
     table = Table("runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s", "decode range", "peak RSS MB")
     for name, r in {**report["runners"], **report["baselines"]}.items():
         lat = r["latency"]
-        dec, pre = lat["decode_tokens_per_s"], lat["prefill_tokens_per_s"]
-        table.add_row(name, f"{r['load_s']:.3f}", f"{lat['ttft_s']['median'] * 1000:.2f}",
+        dec, pre, ttft = lat["decode_tokens_per_s"], lat["prefill_tokens_per_s"], lat["ttft_s"]
+        table.add_row(name, f"{r['load_s']:.3f}", f"{ttft['median'] * 1000:.2f}" if ttft else "–",
                       f"{pre['median']:.0f}" if pre else "–", f"{dec['median']:.1f}" if dec else "–",
                       f"{dec['min']:.1f}–{dec['max']:.1f}" if dec else "–", f"{r['peak_rss_mb']:.0f}")
     out.print(table)

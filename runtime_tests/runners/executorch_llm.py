@@ -17,8 +17,9 @@ def _per_run(stats) -> dict:
     prefill_ms = (stats.prompt_eval_end_ms - stats.inference_start_ms) * ms
     decode_ms = (stats.inference_end_ms - stats.first_token_ms) * ms
     decoded = stats.num_generated_tokens - 1
-    return {"ttft_s": (stats.first_token_ms - stats.inference_start_ms) * ms / 1000,
-            # below the runner's 1 ms clock a rate is unmeasurable: None, not infinity
+    ttft_ms = (stats.first_token_ms - stats.inference_start_ms) * ms
+    # below the runner's 1 ms clock a span is unmeasurable: None, not 0 or infinity
+    return {"ttft_s": ttft_ms / 1000 if ttft_ms > 0 else None,
             "prefill_tokens_per_s": stats.num_prompt_tokens / (prefill_ms / 1000) if prefill_ms > 0 else None,
             "decode_tokens_per_s": decoded / (decode_ms / 1000) if decode_ms > 0 and decoded > 0 else None,
             "prompt_tokens": stats.num_prompt_tokens, "generated_tokens": stats.num_generated_tokens,
