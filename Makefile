@@ -22,3 +22,4 @@ test-slow: $(BIN)/.installed  ## long end-to-end tests
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/decode_speed.py
+	$(BIN)/python bench/onnx_decode_speed.py

@@ -15,7 +15,8 @@ from pathlib import Path
 from llamaport_errors import ConfigError
 from runtime_tests.bundle_files import sha256_of
 
-VERSIONED_PACKAGES = ("llamaport", "torch", "executorch", "torchao", "transformers")
+VERSIONED_PACKAGES = ("llamaport", "torch", "executorch", "torchao", "transformers", "onnx", "onnxruntime",
+                      "onnxruntime-genai", "optimum", "optimum-onnx")
 
 
 def file_entry(path: Path, root: Path | None = None) -> dict:

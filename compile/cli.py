@@ -61,7 +61,7 @@ def _fail(e: LlamaportError) -> None:
 @app.command()
 def build(
     model: Annotated[Optional[Path], typer.Argument(help="HF folder, Meta folder, or llama2.c .bin/.pt. Default: the bundled model.")] = None,
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe id, e.g. et-xnnpack-8da4w-g32 (see `llamaport recipes`).")] = "et-xnnpack-8da4w-g32",
+    recipe: Annotated[Optional[str], typer.Option("--recipe", "-r", help="Recipe id, e.g. et-xnnpack-8da4w-g32 or ortgenai-cpu-8da4w-g32 (see `llamaport recipes`). Default: the target's.")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Target id (see `llamaport targets`).")] = "linux-x86_64-xnnpack",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to create.")] = Path("bundle"),
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Context length; default: the target's, capped by the model's.")] = None,
@@ -99,8 +99,10 @@ def build(
     if as_json:
         print(json.dumps(result.manifest, indent=2))
         return
+    from runtime_tests.harness import artifact_of
+
     out.print(f"[bold]{request.out}[/]: {result.recipe.id} for {result.target.name}, "
-              f"{result.artifact.stat().st_size / 1e6:.2f} MB")
+              f"{artifact_of(result.manifest)['bytes'] / 1e6:.2f} MB")
     out.print(f"  same-top-1 {acc['same_top1_pct']:.1f}%  KLD {acc['kld_mean']:.2e}  "
               f"perplexity ratio {acc['ppl_ratio']:.4f}  greedy match {acc['greedy_match_pct']:.1f}%")
 
@@ -217,7 +219,7 @@ def compare(
         folder = write_compare_report(result, report_dir)
     except LlamaportError as e:
         _fail(e)
-    table = Table("build", "MB", "decode tok/s", "x fp32 .pte", "x eager", "KLD", "same-top-1 %", "gates", "Pareto")
+    table = Table("build", "MB", "decode tok/s", "x fp32 artifact", "x eager", "KLD", "same-top-1 %", "gates", "Pareto")
     for r in result["builds"]:
         table.add_row(r["name"], f"{r['artifact_mb']:.2f}", f"{r['decode_tokens_per_s']:.1f}",
                       f"{r['speedup_vs_fp32_artifact']:.2f}" if r["speedup_vs_fp32_artifact"] else "–",

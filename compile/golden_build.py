@@ -1,5 +1,9 @@
-"""Golden outputs at build time: the full model and the recipe's quantized eager model score the eval
-set; their outputs (not the models) go into the bundle. Full vs quantized eager is the quantization gap."""
+"""Golden outputs at build time: the full model and the recipe's quantized reference score the eval set;
+their outputs (not the models) go into the bundle. Full vs quantized reference is the quantization gap.
+
+The quantized reference is each exporter's own (compile.exporters.QUANTIZED_REFERENCES): ExecuTorch's
+Llama with the torchao scheme in eager, or for ONNX the bundle's weights dequantized, in fp32 on
+onnxruntime. Both are (teacher-forced logits, greedy tokens per prompt) on the same eval set."""
 
 from __future__ import annotations
 
@@ -14,20 +18,21 @@ from runtime_tests.golden import Golden, Reference
 from runtime_tests.metrics import compare_to_reference, greedy_summary
 
 
-def _full_model_outputs(ckpt: LlamaCheckpoint, eval_set: EvalSet) -> tuple[torch.Tensor, list[list[int]]]:
+def full_reference(ckpt: LlamaCheckpoint, eval_set: EvalSet) -> Reference:
     from compile.reference import full_model, greedy_tokens, teacher_forced_logits
 
     model = full_model(ckpt)
-    outputs = (teacher_forced_logits(model, eval_set.ids),
-               [greedy_tokens(model, p, eval_set.greedy_tokens) for p in eval_set.prompts])
+    logits = teacher_forced_logits(model, eval_set.ids)
+    greedy = [greedy_tokens(model, p, eval_set.greedy_tokens) for p in eval_set.prompts]
     del model
     gc.collect()
-    return outputs
+    return Reference.from_logits(logits, eval_set.ids, greedy)
 
 
 @torch.inference_mode()
-def _quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet,
-                             context_len: int) -> tuple[torch.Tensor, list[list[int]]]:
+def quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet, context_len: int,
+                            artifact=None) -> tuple[torch.Tensor, list[list[int]]]:
+    """ExecuTorch's Llama with the scheme applied by torchao, in eager (the artifact is not needed)."""
     from compile.exporters.executorch import quantized_eager
 
     model = quantized_eager(ckpt, scheme, context_len, full_logits=True)
@@ -43,12 +48,9 @@ def _quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_se
     return logits, runs
 
 
-def build_golden(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet, context_len: int) -> Golden:
-    full_logits, full_greedy = _full_model_outputs(ckpt, eval_set)
-    q_logits, q_greedy = _quantized_eager_outputs(ckpt, scheme, eval_set, context_len)
-    full = Reference.from_logits(full_logits, eval_set.ids, full_greedy)
+def assemble_golden(eval_set: EvalSet, full: Reference, q_logits: torch.Tensor, q_greedy: list[list[int]]) -> Golden:
     gap = compare_to_reference(full, q_logits, eval_set.ids)
-    gap.update(greedy_summary(full_greedy, q_greedy, eval_set.greedy_tokens))
+    gap.update(greedy_summary(full.greedy, q_greedy, eval_set.greedy_tokens))
     return Golden(ids=eval_set.ids, prompt_texts=eval_set.prompt_texts, prompts=eval_set.prompts,
                   greedy_tokens=eval_set.greedy_tokens, latency_prompt_text=eval_set.latency_prompt_text,
                   latency_prompt=eval_set.latency_prompt, eval_source=eval_set.source,

@@ -1,7 +1,8 @@
 """The build pipeline: one typed `Build` passes through timed stages, each field written by one stage.
 
-resolve (no weights read) -> load -> reference (full model's golden outputs, then dropped) -> export
--> package -> accuracy gate -> rename the staged bundle into place.
+resolve (no weights read) -> load -> reference (full model's outputs, then the model is dropped) -> export
+-> quantized (the recipe's quantized reference; golden outputs saved) -> package -> accuracy gate -> rename
+the staged bundle into place.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ DEFAULT_TARGET = "linux-x86_64-xnnpack"
 @dataclass(frozen=True)
 class BuildRequest:
     model: Path = DEFAULT_MODEL
-    recipe: str = DEFAULT_RECIPE
+    recipe: str | None = None  # None: the target's default recipe
     target: str = DEFAULT_TARGET
     out: Path = Path("bundle")
     max_seq_len: int | None = None
@@ -41,8 +42,11 @@ class Build:
     source_format: str | None = None  # resolve
     checkpoint: LlamaCheckpoint | None = None  # load
     context_len: int | None = None  # load
-    golden: object = None  # reference (runtime_tests.golden.Golden, also saved into the bundle)
-    artifact: Path | None = None  # export
+    eval_set: object = None  # reference (compile.eval_data.EvalSet)
+    full_reference: object = None  # reference (runtime_tests.golden.Reference of the full model)
+    artifact: Path | None = None  # export: the model file ...
+    artifact_files: list[str] = field(default_factory=list)  # export: ... and every file the exporter wrote
+    golden: object = None  # quantized (runtime_tests.golden.Golden, also saved into the bundle)
     staging: Path | None = None  # set by run_build
     accuracy: dict | None = None  # accuracy
     manifest: dict | None = None  # package
@@ -61,8 +65,8 @@ def resolve(request: BuildRequest) -> Build:
     from compile.sources import detect_format
 
     build = Build(request)
-    build.recipe = resolve_recipe(request.recipe)
     build.target = resolve_target(request.target, request.targets_file)
+    build.recipe = resolve_recipe(request.recipe or build.target.default_recipe or DEFAULT_RECIPE)
     check_recipe_runs_on(build.recipe, build.target)
     build.source_format = detect_format(Path(request.model))
     return build
@@ -71,7 +75,7 @@ def resolve(request: BuildRequest) -> Build:
 def _stages():
     from compile import stages
     return [("load", stages.load), ("reference", stages.reference), ("export", stages.export),
-            ("package", stages.package), ("accuracy", stages.accuracy)]
+            ("quantized", stages.quantized), ("package", stages.package), ("accuracy", stages.accuracy)]
 
 
 def run_build(request: BuildRequest, progress: ProgressFn = lambda *a: None) -> Build:

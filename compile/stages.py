@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compile.bundle import file_entry, now_utc, package_versions, write_json
-from compile.exporters import ARTIFACT_NAMES, EXPORTERS
+from compile.exporters import ARTIFACT_NAMES, EXPORTERS, QUANTIZED_REFERENCES
 from compile.tokenizer_files import copy_into_bundle
 from llamaport_errors import ConfigError
 from runtime_tests.bundle_files import MANIFEST_SCHEMA_VERSION
@@ -25,6 +25,12 @@ def load(build) -> None:
 
     ckpt = load_checkpoint(Path(build.request.model))
     check_group_sizes(build.recipe.scheme, _layer_widths(ckpt.config))
+    if build.recipe.runtime == "onnxruntime":
+        from compile.exporters.hf_folder_out import check_onnx_tokenizer
+        from quantize.onnx_map import check_block_counts
+
+        check_onnx_tokenizer(ckpt)
+        check_block_counts(build.recipe.scheme, _layer_widths(ckpt.config))
     limit = ckpt.config["max_position_embeddings"]
     wanted = build.request.max_seq_len or min(build.target.default_context_len, limit)
     if wanted > limit:
@@ -35,8 +41,9 @@ def load(build) -> None:
 
 
 def reference(build) -> None:
+    """The full model's outputs on the eval set; the model itself is dropped before the export."""
     from compile.eval_data import build_eval_set
-    from compile.golden_build import build_golden
+    from compile.golden_build import full_reference
     from runtime_tests.tokenizer import load_tokenizer
 
     ckpt = build.checkpoint
@@ -47,18 +54,31 @@ def reference(build) -> None:
         tok = load_tokenizer(tok_path)
     except ValueError as e:
         raise ConfigError(f"{ckpt.tokenizer.path}: ExecuTorch's tokenizer cannot read it ({e})") from e
-    eval_set = build_eval_set(tok, build.request.eval_text, build.context_len)
-    build.golden = build_golden(ckpt, build.recipe.scheme, eval_set, build.context_len)
-    build.golden.save(build.staging)
+    build.eval_set = build_eval_set(tok, build.request.eval_text, build.context_len)
+    build.full_reference = full_reference(ckpt, build.eval_set)
 
 
 def export(build) -> None:
+    import shutil
+
     work = build.staging / ".work"
     work.mkdir()
-    artifact = EXPORTERS[build.recipe.exporter](build.checkpoint, build.recipe.scheme, build.context_len, work)
+    files = EXPORTERS[build.recipe.exporter](build.checkpoint, build.recipe.scheme, build.context_len, work)
+    for f in files:
+        f.rename(build.staging / f.name)
+    shutil.rmtree(work)
+    build.artifact_files = [f.name for f in files]
     build.artifact = build.staging / ARTIFACT_NAMES[build.recipe.exporter]
-    artifact.rename(build.artifact)
-    work.rmdir()
+
+
+def quantized(build) -> None:
+    """The recipe's quantized reference on the eval set, then the golden outputs into the bundle."""
+    from compile.golden_build import assemble_golden
+
+    q_logits, q_greedy = QUANTIZED_REFERENCES[build.recipe.exporter](
+        build.checkpoint, build.recipe.scheme, build.eval_set, build.context_len, build.artifact)
+    build.golden = assemble_golden(build.eval_set, build.full_reference, q_logits, q_greedy)
+    build.golden.save(build.staging)
 
 
 def _model_facts(build) -> dict:
@@ -81,19 +101,37 @@ def package(build) -> None:
                    "files": [file_entry(p) for p in ckpt.source_files],
                    "tokenizer": {"kind": ckpt.tokenizer.kind, **file_entry(ckpt.tokenizer.path)}},
         "recipe": build.recipe.to_dict(), "target": build.target.to_dict(), "model": _model_facts(build),
-        "runtime": {"executorch": {"model": ARTIFACT_NAMES[build.recipe.exporter],
-                                   "tokenizer": next(p.name for p in build.staging.iterdir() if p.name.startswith("tokenizer."))}},
+        "runtime": {build.recipe.runtime: _runtime_entry(build)},
         "versions": package_versions(),
     }
+
+
+# What an app needs to know to load each layout with its runtime as it is.
+_LAYOUTS = {
+    "ort-genai": {"layout": "onnxruntime-genai", "config": "genai_config.json", "load_with": "onnxruntime_genai.Model(bundle)",
+                  "bos": "onnxruntime-genai's tokenizer adds no BOS: prepend model.bos_id to the prompt ids"},
+    "optimum-onnx": {"layout": "huggingface-onnx", "config": "config.json",
+                     "load_with": "optimum.onnxruntime.ORTModelForCausalLM.from_pretrained(bundle)"},
+}
+
+
+def _runtime_entry(build) -> dict:
+    tokenizer = next(p.name for p in sorted(build.staging.iterdir()) if p.name.startswith("tokenizer."))
+    entry = {"model": ARTIFACT_NAMES[build.recipe.exporter], "tokenizer": tokenizer,
+             "artifact_files": [n for n in build.artifact_files if n == build.artifact.name or n.endswith(".data")]}
+    if build.recipe.runtime == "onnxruntime":
+        from quantize.onnx_map import describe
+        entry.update(_LAYOUTS[build.recipe.exporter], quantization=describe(build.recipe.scheme))
+    return entry
 
 
 def accuracy(build) -> None:
     """The artifact on this host's runtime against the golden outputs, with the code a device runs."""
     from runtime_tests.accuracy import accuracy_of
     from runtime_tests.gates import missed_gates
-    from runtime_tests.runners.executorch_runtime import ExecuTorchModel
+    from runtime_tests.runners import step_model
 
-    metrics = accuracy_of(ExecuTorchModel(build.artifact), build.golden)
+    metrics = accuracy_of(step_model(build.recipe.exporter, build.staging, build.manifest), build.golden)
     metrics["quantization_gap"] = build.golden.quantization_gap
     build_gates = [g for g in build.target.gates if g.metric in metrics]  # latency gates wait for `check`
     metrics["gates"] = [g.describe() for g in build_gates]

@@ -12,6 +12,10 @@ from llamaport_errors import ConfigError, unknown_id
 
 LINEAR_KINDS = ("fp32", "8w", "4w", "8da8w", "8da4w")
 EMBEDDING_BITS = (32, 8, 4)
+# How weights are rounded, where the id names it. Without one, each path uses its own default: torchao's
+# (HQQ scale-only for 8da*w, round-to-nearest otherwise) or onnxruntime's symmetric blockwise RTN (MLAS).
+# "rtn" is onnxruntime's asymmetric RTN with zero points, "hqq" its HQQ: both ONNX-only.
+ALGORITHMS = ("rtn", "hqq")
 
 
 @dataclass(frozen=True)
@@ -21,18 +25,22 @@ class LinearQuant:
 
     kind: str = "fp32"
     group_size: int | None = None
+    algorithm: str | None = None
 
     def __post_init__(self):
         if self.kind not in LINEAR_KINDS:
             raise unknown_id("linear quantization kind", self.kind, LINEAR_KINDS)
-        if self.kind == "fp32" and self.group_size is not None:
-            raise ConfigError("fp32 linears take no group_size")
+        if self.kind == "fp32" and (self.group_size is not None or self.algorithm is not None):
+            raise ConfigError("fp32 linears take no group_size or algorithm")
+        if self.algorithm is not None and self.algorithm not in ALGORITHMS:
+            raise unknown_id("quantization algorithm", self.algorithm, ALGORITHMS)
         if self.group_size is not None and (self.group_size <= 0 or self.group_size & (self.group_size - 1)):
             raise ConfigError(f"group_size must be a positive power of two, got {self.group_size}")
 
     @property
     def id(self) -> str:
-        return self.kind if self.group_size is None else f"{self.kind}-g{self.group_size}"
+        parts = [self.kind] + ([f"g{self.group_size}"] if self.group_size else []) + ([self.algorithm] if self.algorithm else [])
+        return "-".join(parts)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,9 @@ class QuantScheme:
     def linear_kinds(self) -> set[str]:
         return {self.linear.kind, self.output_quant.kind}
 
+    def algorithms(self) -> set[str]:
+        return {q.algorithm for q in (self.linear, self.output_quant) if q.algorithm}
+
     def group_sizes(self) -> dict[str, int]:
         """Which layer family needs its input width divisible by which group size."""
         sizes = {}
@@ -98,8 +109,10 @@ SCHEMES: dict[str, QuantScheme] = _named(
     QuantScheme(LinearQuant("8w")),
     QuantScheme(LinearQuant("8da8w")),
     *(QuantScheme(LinearQuant("8da4w", g)) for g in (32, 64, 128)),
-    *(QuantScheme(LinearQuant("4w", g)) for g in (32, 128)),
+    *(QuantScheme(LinearQuant("4w", g)) for g in (32, 64, 128)),
+    *(QuantScheme(LinearQuant(kind, g, algo)) for kind in ("4w", "8da4w") for g in (32, 128) for algo in ALGORITHMS),
     QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8da8w")),  # ExecuTorch's 8da4w_output_8da8w
+    QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("fp32")),  # the output layer kept full precision
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32)),
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(8)),
     QuantScheme(LinearQuant("8w"), embedding=EmbeddingQuant(8)),

@@ -69,7 +69,7 @@ def compare(reports: list[dict]) -> dict:
 def render(result: dict) -> str:
     rows = result["builds"]
     table = html.table(
-        ["build", "MB", "x fp32 bytes", "decode tok/s", "x fp32 .pte", "x eager", "TTFT ms", "KLD", "same-top-1 %",
+        ["build", "MB", "x fp32 bytes", "decode tok/s", "x fp32 artifact", "x eager", "TTFT ms", "KLD", "same-top-1 %",
          "ppl ratio", "SQNR dB", "gates", "Pareto"],
         [[r["name"], r["artifact_mb"], r["bytes_vs_fp32_artifact"], r["decode_tokens_per_s"], r["speedup_vs_fp32_artifact"],
           r["speedup_vs_eager"], r["ttft_s"] * 1000, r["kld_mean"], r["same_top1_pct"], r["ppl_ratio"], r["logit_sqnr_db"],

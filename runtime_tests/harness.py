@@ -20,7 +20,7 @@ from runtime_tests.bundle_files import golden_metadata, verify_bundle
 from runtime_tests.device_run import RESULT_TAG  # imports no torch at module level
 from runtime_tests.gates import ACCURACY_HEADLINE, missed_gates, with_overrides
 from runtime_tests.latency import LatencyProtocol, memory_bound_fraction
-from runtime_tests.runners import RUNNERS_FOR_RUNTIME
+from runtime_tests.runners import RUNNERS_FOR_EXPORTER
 from targets import Gate, Target
 from targets.devices import resolve_device
 
@@ -47,7 +47,20 @@ class CheckRequest:
 
 
 def fp32_bundle_baseline(bundle: Path) -> Baseline:
-    return Baseline("fp32-pte", "runtime_tests.device_run", (str(bundle), "--runner", "executorch-runtime", "--no-accuracy"))
+    """An fp32 bundle timed by its layout's first runner; named `fp32-pte` or `fp32-onnx` after its artifact."""
+    manifest = verify_bundle(bundle)
+    runner = RUNNERS_FOR_EXPORTER[manifest["recipe"]["exporter"]][0]
+    artifact = manifest["runtime"][manifest["target"]["runtime"]]["model"]
+    return Baseline(f"fp32-{Path(artifact).suffix.lstrip('.')}", "runtime_tests.device_run",
+                    (str(bundle), "--runner", runner, "--no-accuracy"))
+
+
+def artifact_of(manifest: dict) -> dict:
+    """The model file and every file it needs (ONNX external data), with their bytes together."""
+    entry = manifest["runtime"][manifest["target"]["runtime"]]
+    names = entry.get("artifact_files", [entry["model"]])
+    files = [f for f in manifest["files"] if f["path"] in names]
+    return {"path": entry["model"], "files": names, "bytes": sum(f["bytes"] for f in files)}
 
 
 def parse_result(stdout: str) -> dict | None:
@@ -97,19 +110,19 @@ def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda
     manifest = verify_bundle(bundle)
     target = Target.from_dict(manifest["target"], origin=f"{bundle}/manifest.json: target")
     gates = with_overrides(target.gates, list(request.gate_overrides))
-    runtime = manifest["target"]["runtime"]
-    if runtime not in RUNNERS_FOR_RUNTIME:
-        raise ConfigError(f"{bundle}/manifest.json: no runner for runtime {runtime!r}")
+    exporter = manifest["recipe"]["exporter"]
+    if exporter not in RUNNERS_FOR_EXPORTER:
+        raise ConfigError(f"{bundle}/manifest.json: no runner for bundles of exporter {exporter!r}")
     runners = {}
-    for name in RUNNERS_FOR_RUNTIME[runtime]:
+    for name in RUNNERS_FOR_EXPORTER[exporter]:
         progress(name)
         runners[name] = _run(device, "runtime_tests.device_run", [str(bundle), "--runner", name], request)
     baselines = {}
     for b in request.baselines:
         progress(b.name)
         baselines[b.name] = _run(device, b.module, list(b.args), request)
-    primary = runners[RUNNERS_FOR_RUNTIME[runtime][0]]
-    artifact = next(f for f in manifest["files"] if f["path"] == manifest["runtime"][runtime]["model"])
+    primary = runners[RUNNERS_FOR_EXPORTER[exporter][0]]
+    artifact = artifact_of(manifest)
     summary = _summary(primary, runners, artifact["bytes"], target)
     failures = missed_gates(summary, gates)
     return {

@@ -34,7 +34,7 @@ def render(report: dict) -> str:
                        ["fail" if g in missed else "" for g in report["gates"]])
     lowering = primary["accuracy"]["lowering_gap"]
     accuracy = html.table(
-        ["metric", "quantization gap (quantized eager vs full)", "lowering gap (device vs quantized eager)",
+        ["metric", "quantization gap (quantized reference vs full)", "lowering gap (device vs quantized reference)",
          "device vs full model"],
         [[m, report["quantization_gap"].get(m), lowering.get(m), s.get(m)] for m in ACCURACY_HEADLINE])
     speedups = html.table(["baseline", "decode speed-up", "time-to-first-token speed-up"],
@@ -42,7 +42,7 @@ def render(report: dict) -> str:
     latency = html.table(["runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s (median)", "decode range",
                           "peak RSS MB", "RSS before load MB"],
                          _latency_rows({**report["runners"], **report["baselines"]}))
-    kld = {"quantized eager vs full (quantization gap)": report["quantization_gap"]["kld_per_position"],
+    kld = {"quantized reference vs full (quantization gap)": report["quantization_gap"]["kld_per_position"],
            "device vs full": primary["accuracy"]["vs_full"]["kld_per_position"]}
     token_ms = {n: [t * 1000 for t in r["latency"]["token_latencies_s"]]
                 for n, r in {**report["runners"], **report["baselines"]}.items() if "token_latencies_s" in r["latency"]}

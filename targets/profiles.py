@@ -59,6 +59,7 @@ class Target:
     # Sustained DRAM bandwidth, where known: decode is then also reported as a fraction of the
     # bytes-per-token bound (bandwidth / model bytes).
     memory_bandwidth_gb_s: float | None = None
+    default_recipe: str | None = None  # what `llamaport build --target NAME` builds without --recipe
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,7 +74,7 @@ class Target:
         extra = set(d) - allowed
         if extra:
             raise ConfigError(f"{origin}: unknown keys {sorted(extra)}; allowed: {sorted(allowed)}")
-        missing = {f.name for f in fields(cls) if f.name not in ("gates", "description", "memory_bandwidth_gb_s")} - set(d)
+        missing = {f.name for f in fields(cls) if f.name not in ("gates", "description", "memory_bandwidth_gb_s", "default_recipe")} - set(d)
         if missing:
             raise ConfigError(f"{origin}: missing keys {sorted(missing)}")
         gates = []
@@ -95,10 +96,22 @@ _CPU_FLOOR = (Gate("same_top1_pct", min=85.0), Gate("ppl_ratio", max=1.10))
 _XNNPACK_LINEAR = ("fp32", "8w", "8da8w", "8da4w")
 
 
+# onnxruntime's CPU execution provider (MLAS): MatMulNBits int4 with fp32 or int8 compute, dynamic int8.
+_ORT_CPU_LINEAR = ("fp32", "4w", "8da4w", "8da8w")
+
+
 def _xnnpack(name, os_, arch, budget, bandwidth, description):
     return Target(name=name, os=os_, arch=arch, runtime="executorch", backends=("xnnpack", "portable"),
                   linear_schemes=_XNNPACK_LINEAR, memory_budget_mb=budget, default_context_len=512,
-                  gates=_CPU_FLOOR, description=description, memory_bandwidth_gb_s=bandwidth)
+                  gates=_CPU_FLOOR, description=description, memory_bandwidth_gb_s=bandwidth,
+                  default_recipe="et-xnnpack-8da4w-g32")
+
+
+def _ort(name, os_, arch, budget, bandwidth, description):
+    return Target(name=name, os=os_, arch=arch, runtime="onnxruntime", backends=("cpu",),
+                  linear_schemes=_ORT_CPU_LINEAR, memory_budget_mb=budget, default_context_len=512,
+                  gates=_CPU_FLOOR, description=description, memory_bandwidth_gb_s=bandwidth,
+                  default_recipe="ortgenai-cpu-8da4w-g32")
 
 
 # Phone bandwidths are typical sustained figures of current flagship LPDDR5/5X SoCs (about half the
@@ -107,6 +120,9 @@ BUILTIN_TARGETS: dict[str, Target] = {t.name: t for t in (
     _xnnpack("android-arm64-xnnpack", "android", "arm64", 4096, 30.0, "Android phone CPU through XNNPACK"),
     _xnnpack("ios-arm64-xnnpack", "ios", "arm64", 3072, 30.0, "iPhone CPU through XNNPACK"),
     _xnnpack("linux-x86_64-xnnpack", "linux", "x86_64", 16384, None, "this host's CPU through XNNPACK"),
+    _ort("android-arm64-ort", "android", "arm64", 4096, 30.0, "Android phone CPU through onnxruntime(-genai)"),
+    _ort("ios-arm64-ort", "ios", "arm64", 3072, 30.0, "iPhone CPU through onnxruntime(-genai)"),
+    _ort("linux-x86_64-ort", "linux", "x86_64", 16384, None, "this host's CPU through onnxruntime(-genai)"),
 )}
 
 

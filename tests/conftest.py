@@ -43,9 +43,22 @@ def bundle(tmp_path_factory):
         key = (str(model), recipe)
         if key not in cache:
             out = root / f"b{len(cache)}"
-            cache[key] = run_build(BuildRequest(model=Path(model), recipe=recipe, out=out, max_seq_len=TEST_CONTEXT))
+            cache[key] = run_build(BuildRequest(model=Path(model), recipe=recipe, target=host_target(recipe), out=out,
+                                                max_seq_len=TEST_CONTEXT))
         return cache[key]
     return get
+
+
+def host_target(recipe: str) -> str:
+    from quantize import resolve_recipe
+    return {"executorch": "linux-x86_64-xnnpack", "onnxruntime": "linux-x86_64-ort"}[resolve_recipe(recipe).runtime]
+
+
+def fp32_of(recipe: str) -> str:
+    """The fp32 recipe of the same exporter and backend: the baseline a quantized bundle is timed against."""
+    from quantize import RECIPES, resolve_recipe
+    r = resolve_recipe(recipe)
+    return next(k for k, v in RECIPES.items() if (v.exporter, v.backend, v.scheme.id) == (r.exporter, r.backend, "fp32"))
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +94,7 @@ def checked(bundle, tmp_path_factory):
         key = (str(model), recipe, baselines)
         if key not in cache:
             folder = bundle(model, recipe).artifact.parent
-            fp32 = bundle(model, "et-xnnpack-fp32").artifact.parent if baselines else None
+            fp32 = bundle(model, fp32_of(recipe)).artifact.parent if baselines else None
             request = check_request(folder, "local", Path(model) if baselines else None, fp32, (), 64, 1, 5)
             report = check_bundle(request)
             cache[key] = (report, write_check_report(report, root / f"r{len(cache)}"))

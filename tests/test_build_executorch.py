@@ -51,7 +51,7 @@ def test_manifest_describes_the_bundle_truthfully(bundle):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["schema_version"] == 1
     assert manifest["recipe"]["id"] == "et-xnnpack-8da4w-g32"
-    assert manifest["recipe"]["scheme"]["linear"] == {"kind": "8da4w", "group_size": 32}
+    assert manifest["recipe"]["scheme"]["linear"] == {"kind": "8da4w", "group_size": 32, "algorithm": None}
     assert manifest["target"]["name"] == "linux-x86_64-xnnpack"
     assert (manifest["model"]["bos_id"], manifest["model"]["eos_ids"]) == (1, [2])
     assert manifest["model"]["context_len"] == 256
@@ -64,7 +64,7 @@ def test_manifest_describes_the_bundle_truthfully(bundle):
     source = {f["path"]: f["sha256"] for f in manifest["source"]["files"]}
     assert source[str(DEFAULT_MODEL / "model.safetensors")] == sha256_of(DEFAULT_MODEL / "model.safetensors")
     assert {"torch", "executorch", "torchao", "llamaport"} <= set(k for k, v in manifest["versions"].items() if v)
-    assert set(manifest["timings_s"]) == {"load", "reference", "export", "package", "accuracy"}
+    assert set(manifest["timings_s"]) == {"load", "reference", "export", "quantized", "package", "accuracy"}
     assert not list(folder.parent.glob(".*partial*"))
 
 

@@ -82,3 +82,35 @@ def test_gate_reports_how_far_it_was_missed():
     assert Gate("ppl_ratio", max=1.05).missed_by(1.02) is None
     with pytest.raises(ConfigError):
         Gate("speed", min=1.0)
+
+
+def test_each_exporter_offers_only_the_schemes_it_can_express():
+    assert {"ortgenai-cpu-fp32", "ortgenai-cpu-8da4w-g32", "ortgenai-cpu-4w-g128", "ortgenai-cpu-8da4w-g32-outfp32",
+            "onnx-cpu-8da8w", "onnx-cpu-8da4w-g32-hqq", "onnx-cpu-4w-g32-rtn"} <= set(RECIPES)
+    assert LinearQuant("4w", 32, "hqq").id == "4w-g32-hqq"
+    # no per-channel int8 MatMul in the builder, no -rtn/-hqq rounding in torchao's path, no ONNX int8 embedding yet
+    for missing in ("ortgenai-cpu-8da8w", "ortgenai-cpu-8da4w-g32-hqq", "et-xnnpack-8da4w-g32-hqq", "onnx-cpu-8da4w-g32-emb8"):
+        assert missing not in RECIPES
+    with pytest.raises(ConfigError, match="exporter ort-genai cannot build scheme 8da8w"):
+        Recipe(QuantScheme(LinearQuant("8da8w")), "ort-genai", "cpu")
+
+
+def test_ort_targets_run_onnx_recipes_and_default_to_genai_int4():
+    from quantize import resolve_recipe
+
+    for name in ("android-arm64-ort", "ios-arm64-ort", "linux-x86_64-ort"):
+        target = BUILTIN_TARGETS[name]
+        assert target.runtime == "onnxruntime" and target.default_recipe == "ortgenai-cpu-8da4w-g32"
+        check_recipe_runs_on(resolve_recipe(target.default_recipe), target)
+        check_recipe_runs_on(RECIPES["onnx-cpu-8da8w"], target)
+        with pytest.raises(ConfigError, match="builds for executorch"):
+            check_recipe_runs_on(RECIPES["et-xnnpack-8da4w-g32"], target)
+
+
+def test_rtn_block_counts_must_be_even():
+    from quantize.onnx_map import check_block_counts
+
+    check_block_counts(SCHEMES["4w-g32-rtn"], {"linear": [128, 384], "output": [128]})
+    check_block_counts(SCHEMES["4w-g128"], {"linear": [128]})  # the default quantizer packs per row: no limit
+    with pytest.raises(ConfigError, match=r"384 split into 3 blocks of 128.*\(16, 32, 64\)"):
+        check_block_counts(SCHEMES["8da4w-g128-rtn"], {"linear": [256, 384]})

@@ -84,3 +84,19 @@ def test_large_vocabulary_keeps_top_k_golden_logits_and_still_checks_exactly(tmp
     s = report["summary"]
     assert s["kld_mean"] < 1e-6 and s["same_top1_pct"] >= 98.0 and s["logit_sqnr_db"] > 80
     assert report["runners"]["executorch-runtime"]["accuracy"]["vs_full"]["logits_compared"] == "topk"
+
+
+def test_sweep_over_the_ort_target_compares_both_onnx_layouts(tmp_path):
+    import json
+
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, ["sweep", "--target", "linux-x86_64-ort", "--out", str(out), "--max-seq-len", "256",
+                                      "--recipe", "ortgenai-cpu-fp32", "--recipe", "ortgenai-cpu-8da4w-g32",
+                                      "--recipe", "onnx-cpu-8da8w", "--recipe", "onnx-cpu-4w-g128-rtn",
+                                      "--repeats", "2", "--decode-tokens", "16"])
+    assert result.exit_code == 0, result.output
+    sweep = json.loads((out / "sweep.json").read_text())
+    status = {e["recipe"]: e["status"] for e in sweep["recipes"]}
+    assert status == {"ortgenai-cpu-fp32": "passed", "ortgenai-cpu-8da4w-g32": "passed", "onnx-cpu-8da8w": "passed",
+                      "onnx-cpu-4w-g128-rtn": "refused"}  # 128-wide layers in one block of 128: RTN's odd count
+    assert sweep["smallest_passing"] == "ortgenai-cpu-8da4w-g32"

@@ -1,0 +1,33 @@
+"""The ONNX quantized reference: the exported model with its quantized weights dequantized to fp32
+(quantize.onnx_dequantize), run on onnxruntime over the eval set, as the ONNX counterpart of
+ExecuTorch's quantized eager model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from compile.checkpoint import LlamaCheckpoint
+from compile.eval_data import EvalSet
+from quantize.schemes import QuantScheme
+
+
+def dequantized_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet, context_len: int,
+                        artifact: Path) -> tuple[torch.Tensor, list[list[int]]]:
+    import onnx
+
+    from quantize.onnx_dequantize import dequantized_model
+    from quantize.onnx_files import save_self_contained
+    from runtime_tests.latency import greedy
+    from runtime_tests.runners.onnxruntime_session import OrtModel
+
+    with tempfile.TemporaryDirectory(prefix="llamaport-dequantized-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        save_self_contained(dequantized_model(onnx.load(str(artifact), load_external_data=True)), path)
+        cfg = ckpt.config
+        model = OrtModel(path, cfg["num_key_value_heads"], cfg["head_dim"], context_len)
+        logits = model.teacher_forced_logits(eval_set.ids)
+        runs = [greedy(model, p, eval_set.greedy_tokens) for p in eval_set.prompts]
+    return logits, runs
