@@ -56,3 +56,20 @@ def test_onnx_recipes_are_refused_where_they_cannot_run(tmp_path):
     assert odd_blocks.exit_code == 2 and "fails on an odd number of blocks" in odd_blocks.stderr
     assert "(16, 32, 64)" in odd_blocks.stderr and not (tmp_path / "y").exists()
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_an_onnx_recipe_refuses_a_tokenizer_onnxruntime_genai_cannot_read(default_checkpoint, tmp_path):
+    """Checked at load, before any export: a ConfigError (exit 2) naming the file and what to put there."""
+    import dataclasses
+
+    import pytest
+
+    from compile.checkpoint import TokenizerFile
+    from compile.exporters.hf_folder_out import check_onnx_tokenizer, write_hf_folder
+    from llamaport_errors import ConfigError
+
+    check_onnx_tokenizer(default_checkpoint)
+    sp = dataclasses.replace(default_checkpoint, tokenizer=TokenizerFile("sentencepiece", tmp_path / "tokenizer.model"))
+    with pytest.raises(ConfigError, match=r"tokenizer.model: ONNX bundles need a Hugging Face tokenizer.json .*reads no sentencepiece"):
+        write_hf_folder(sp, tmp_path / "hf", 256)
+    assert not (tmp_path / "hf").exists()
