@@ -108,6 +108,7 @@ def _algo_config(setting: MatMulNBitsSetting, op_types: tuple[str, ...]):
 def _matmul_nbits(model, scheme: QuantScheme):
     import logging
 
+    import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     # It logs two lines per layer, and a warning each time it raises the opset or IR version for int4
@@ -126,7 +127,6 @@ def _matmul_nbits(model, scheme: QuantScheme):
             if levels:
                 levels[0].i = setting.accuracy_level
             else:
-                import onnx
                 node.attribute.append(onnx.helper.make_attribute("accuracy_level", setting.accuracy_level))
     return model
 
