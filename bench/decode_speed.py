@@ -19,14 +19,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from compile.checkpoint import LlamaCheckpoint, TokenizerFile, check_state_dict, llama_config  # noqa: E402
-from compile.exporters.executorch import export_executorch  # noqa: E402
-from compile.reference import full_model  # noqa: E402
-from quantize import resolve_scheme  # noqa: E402
-from runtime_tests.latency import LatencyProtocol, measure  # noqa: E402
-from runtime_tests.runners.executorch_runtime import ExecuTorchModel  # noqa: E402
+from llamaport.compile.checkpoint import LlamaCheckpoint, TokenizerFile, check_state_dict, llama_config  # noqa: E402
+from llamaport.compile.exporters.executorch import export as export_executorch  # noqa: E402
+from llamaport.compile.reference import full_model  # noqa: E402
+from llamaport.quantize import resolve_scheme  # noqa: E402
+from llamaport.runtime_tests.latency import LatencyProtocol, measure  # noqa: E402
+from llamaport.runtime_tests.runners.executorch_runtime import ExecuTorchModel  # noqa: E402
 
 STORIES110M = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
                    num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,
@@ -79,7 +77,8 @@ def main() -> None:
         folder = work / scheme
         folder.mkdir()
         start = time.perf_counter()
-        candidates[f"llamaport {scheme} .pte"] = export_executorch(ckpt, resolve_scheme(scheme), args.context, folder)
+        exported = export_executorch(ckpt, resolve_scheme(scheme), args.context, ("xnnpack", "portable"), folder)
+        candidates[f"llamaport {scheme} .pte"] = exported.files[0]
         print(f"exported {scheme} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     sizes = {"eager fp32 (transformers)": sum(t.numel() * t.element_size() for t in ckpt.state_dict.values())}
     sizes.update({k: p.stat().st_size for k, p in candidates.items() if p is not None})

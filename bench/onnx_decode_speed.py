@@ -31,14 +31,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.decode_speed import PROMPT_TOKENS, STORIES110M, random_checkpoint, time_eager  # noqa: E402
-from compile.checkpoint import TokenizerFile  # noqa: E402
-from compile.exporters.hf_folder_out import write_hf_folder  # noqa: E402
-from compile.exporters.onnx_genai import export_ort_genai, run_builder  # noqa: E402
-from compile.exporters.onnx_optimum import export_optimum_onnx  # noqa: E402
-from compile.pipeline import DEFAULT_MODEL  # noqa: E402
-from quantize import resolve_scheme  # noqa: E402
-from runtime_tests.latency import LatencyProtocol, measure  # noqa: E402
-from runtime_tests.runners.onnxruntime_session import OrtModel  # noqa: E402
+from llamaport.compile.checkpoint import TokenizerFile  # noqa: E402
+from llamaport.compile.exporters.hf_folder_out import write_hf_folder  # noqa: E402
+from llamaport.compile.exporters.onnx_genai import export as export_ort_genai  # noqa: E402
+from llamaport.compile.exporters.onnx_genai import run_builder  # noqa: E402
+from llamaport.compile.exporters.onnx_optimum import export as export_optimum_onnx  # noqa: E402
+from llamaport.compile.pipeline import DEFAULT_MODEL  # noqa: E402
+from llamaport.quantize import resolve_scheme  # noqa: E402
+from llamaport.runtime_tests.latency import LatencyProtocol, measure  # noqa: E402
+from llamaport.runtime_tests.runners.onnxruntime_session import OrtModel  # noqa: E402
 
 EAGER = "eager fp32 (transformers)"
 PEERS = {"peer: genai builder -p int4 (g32)": {}, "peer: genai builder block_size=128": {"block_size": "128"}}
@@ -74,7 +75,7 @@ def session_timer(model_path: Path, prompt: list[int], tokens: int, context: int
 
 
 def eager_timer(hf_folder: Path, prompt: list[int], tokens: int):
-    from compile.sources import load_checkpoint
+    from llamaport.compile.sources import load_checkpoint
 
     ckpt = load_checkpoint(hf_folder)
     return lambda: time_eager(ckpt, prompt, tokens)
@@ -121,7 +122,7 @@ def build_candidates(work: Path, context: int) -> dict[str, tuple[str, Path, int
         folder = work / scheme
         folder.mkdir()
         start = time.perf_counter()
-        files = exporter(ckpt, resolve_scheme(scheme), context, folder)
+        files = exporter(ckpt, resolve_scheme(scheme), context, ("cpu",), folder).files
         print(f"exported {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         model = next(f for f in files if f.name == "model.onnx")
         candidates[name] = (how, model.parent if how == "genai" else model, size(files))

@@ -1,5 +1,6 @@
-"""The bundle: model file, tokenizer, manifest.json, accuracy.json. Built in a temporary folder beside
-the destination and renamed into place only when complete, so nothing half-written is ever left."""
+"""Writing the bundle folder: file entries with sha256, package versions, JSON, and the rename into place.
+The bundle is staged in a temporary folder beside its destination (llamaport.compile.stages.checkpoint)
+and renamed only when complete, so nothing half-written is ever left."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from llamaport_errors import ConfigError
-from runtime_tests.bundle_files import sha256_of
+from llamaport.errors import ConfigError
+from llamaport.runtime_tests.bundle_files import sha256_of
+from llamaport.runtime_tests.manifest import FileEntry
 
 VERSIONED_PACKAGES = ("llamaport", "torch", "executorch", "torchao", "transformers", "onnx", "onnxruntime",
                       "onnxruntime-genai", "optimum", "optimum-onnx")
 
 
-def file_entry(path: Path, root: Path | None = None) -> dict:
-    return {"path": str(path.relative_to(root) if root else path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+def file_entry(path: Path, root: Path | None = None) -> FileEntry:
+    return FileEntry(path=str(path.relative_to(root) if root else path), bytes=path.stat().st_size, sha256=sha256_of(path))
 
 
-def package_versions() -> dict:
+def package_versions() -> dict[str, str | None]:
     versions = {}
     for name in VERSIONED_PACKAGES:
         try:
@@ -38,7 +40,7 @@ def now_utc() -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def _readable_by_all(folder: Path) -> None:
@@ -50,9 +52,22 @@ def _readable_by_all(folder: Path) -> None:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
+def publish(staging: Path, dest: Path, overwrite: bool) -> Path:
+    """Rename the finished staging folder to `dest` (replacing an earlier one only with `overwrite`)."""
+    dest = Path(dest)
+    if dest.exists():
+        if not overwrite:
+            raise ConfigError(f"{dest}: already exists; choose another --out or pass --overwrite")
+        shutil.rmtree(dest)
+    _readable_by_all(staging)
+    os.replace(staging, dest)
+    return dest
+
+
 @contextlib.contextmanager
 def staging_folder(dest: Path, overwrite: bool):
-    """Yield a temporary folder next to `dest`; on success it replaces `dest`, on any error it is removed."""
+    """Yield a temporary folder next to `dest`; on success it replaces `dest`, on any error it is removed.
+    For outputs made in one step (reports); builds stage through their own pipeline stages."""
     dest = Path(dest)
     if dest.exists() and not overwrite:
         raise ConfigError(f"{dest}: already exists; choose another --out or pass --overwrite")
@@ -60,10 +75,7 @@ def staging_folder(dest: Path, overwrite: bool):
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
         yield tmp
-        _readable_by_all(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        publish(tmp, dest, overwrite=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from llamaport_errors import ConfigError
+from llamaport.errors import ConfigError
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 SUPPORTED_ROPE_SCALING = ("llama3",)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamaport_errors import ConfigError
+from llamaport.errors import ConfigError
 
 DEFAULT_EVAL_TEXT = Path(__file__).parent / "default_model" / "eval.txt"
 EVAL_TOKENS = 256
@@ -28,7 +28,7 @@ class EvalSet:
 def _word_prefix(tok, text: str, max_tokens: int) -> tuple[str, list[int]]:
     """The longest whole-word prefix of `text` whose ids (BOS included) fit in `max_tokens`, so the
     text and the ids stay the same prompt for runners that tokenize themselves."""
-    from runtime_tests.tokenizer import encode
+    from llamaport.runtime_tests.tokenizer import encode
 
     words, best = text.split(), ("", [])
     for n in range(1, len(words) + 1):
@@ -41,7 +41,7 @@ def _word_prefix(tok, text: str, max_tokens: int) -> tuple[str, list[int]]:
 
 
 def build_eval_set(tok, text_path: Path | None, context_len: int) -> EvalSet:
-    from runtime_tests.tokenizer import encode
+    from llamaport.runtime_tests.tokenizer import encode
 
     path = Path(text_path) if text_path else DEFAULT_EVAL_TEXT
     try:

@@ -11,15 +11,15 @@ import gc
 
 import torch
 
-from compile.checkpoint import LlamaCheckpoint
-from compile.eval_data import EvalSet
-from quantize.schemes import QuantScheme
-from runtime_tests.golden import Golden, Reference
-from runtime_tests.metrics import compare_to_reference, greedy_summary
+from llamaport.compile.checkpoint import LlamaCheckpoint
+from llamaport.compile.eval_data import EvalSet
+from llamaport.quantize.schemes import QuantScheme
+from llamaport.runtime_tests.golden import Golden, Reference
+from llamaport.runtime_tests.metrics import compare_to_reference, greedy_summary
 
 
 def full_reference(ckpt: LlamaCheckpoint, eval_set: EvalSet) -> Reference:
-    from compile.reference import full_model, greedy_tokens, teacher_forced_logits
+    from llamaport.compile.reference import full_model, greedy_tokens, teacher_forced_logits
 
     model = full_model(ckpt)
     logits = teacher_forced_logits(model, eval_set.ids)
@@ -33,7 +33,7 @@ def full_reference(ckpt: LlamaCheckpoint, eval_set: EvalSet) -> Reference:
 def quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet, context_len: int,
                             artifact=None) -> tuple[torch.Tensor, list[list[int]]]:
     """ExecuTorch's Llama with the scheme applied by torchao, in eager (the artifact is not needed)."""
-    from compile.exporters.executorch import quantized_eager
+    from llamaport.compile.exporters.executorch import quantized_eager
 
     model = quantized_eager(ckpt, scheme, context_len, full_logits=True)
     logits = model(torch.tensor([eval_set.ids]))[0].float()

@@ -1,22 +1,33 @@
-"""The build pipeline: one typed `Build` passes through timed stages, each field written by one stage.
+"""The build pipeline: one typed `Build` passes through STAGES, each named by what it produces and each
+filling the Build fields it owns. One loop runs them all, planning and the rename into place included:
+every step is timed, and any error that is not already llamaport's becomes a StageError naming the step.
 
-resolve (no weights read) -> load -> reference (full model's outputs, then the model is dropped) -> export
--> quantized (the recipe's quantized reference; golden outputs saved) -> package -> accuracy gate -> rename
-the staged bundle into place.
+plan -> checkpoint -> full_reference (the full model is dropped after it) -> artifact (quantize + export)
+-> quantized_reference -> golden -> accuracy (the build's gate) -> manifest -> bundle (renamed into place).
+`build --dry-run` runs `plan` alone, which reads no weights and imports no torch.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
-from compile.checkpoint import LlamaCheckpoint
-from llamaport_errors import CheckFailed, LlamaportError, StageError
-from quantize import Recipe, check_recipe_runs_on, resolve_recipe
-from targets import Target, resolve_target
+from llamaport.compile import stages
+from llamaport.errors import LlamaportError, StageError
+from llamaport.quantize import Recipe
+from llamaport.targets import Target
 
+if TYPE_CHECKING:
+    from llamaport.compile.checkpoint import LlamaCheckpoint
+    from llamaport.compile.eval_data import EvalSet
+    from llamaport.compile.exporters.exported import Exported
+    from llamaport.runtime_tests.golden import Golden, Reference
+    from llamaport.runtime_tests.manifest import BuildAccuracy, Manifest, ModelFacts, RuntimeEntry
+
+log = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).parent / "default_model"
 DEFAULT_RECIPE = "et-xnnpack-8da4w-g32"
 DEFAULT_TARGET = "linux-x86_64-xnnpack"
@@ -28,7 +39,7 @@ class BuildRequest:
     recipe: str | None = None  # None: the target's default recipe
     target: str = DEFAULT_TARGET
     out: Path = Path("bundle")
-    max_seq_len: int | None = None
+    max_seq_len: int | None = None  # None: the target's, capped by the model's
     eval_text: Path | None = None
     targets_file: Path | None = None
     overwrite: bool = False
@@ -37,69 +48,86 @@ class BuildRequest:
 @dataclass
 class Build:
     request: BuildRequest
-    recipe: Recipe | None = None  # resolve
-    target: Target | None = None  # resolve
-    source_format: str | None = None  # resolve
-    checkpoint: LlamaCheckpoint | None = None  # load
-    context_len: int | None = None  # load
-    eval_set: object = None  # reference (compile.eval_data.EvalSet)
-    full_reference: object = None  # reference (runtime_tests.golden.Reference of the full model)
-    artifact: Path | None = None  # export: the model file ...
-    artifact_files: list[str] = field(default_factory=list)  # export: ... and every file the exporter wrote
-    golden: object = None  # quantized (runtime_tests.golden.Golden, also saved into the bundle)
-    staging: Path | None = None  # set by run_build
-    accuracy: dict | None = None  # accuracy
-    manifest: dict | None = None  # package
+    recipe: Recipe | None = None  # plan
+    target: Target | None = None  # plan
+    source_format: str | None = None  # plan
+    checkpoint: LlamaCheckpoint | None = None  # checkpoint
+    context_len: int | None = None  # checkpoint
+    staging: Path | None = None  # checkpoint: the bundle folder being written (beside --out)
+    model_facts: ModelFacts | None = None  # checkpoint
+    eval_set: EvalSet | None = None  # full_reference
+    full_reference: Reference | None = None  # full_reference
+    exported: Exported | None = None  # artifact
+    runtime_entry: RuntimeEntry | None = None  # artifact
+    quantized_outputs: tuple | None = None  # quantized_reference: (teacher-forced logits, greedy runs)
+    golden: Golden | None = None  # golden
+    accuracy: BuildAccuracy | None = None  # accuracy
+    accuracy_detail: dict | None = None  # accuracy: what check/accuracy.json holds
+    manifest: Manifest | None = None  # manifest
+    bundle: Path | None = None  # bundle: the finished folder (`out`)
     timings: dict[str, float] = field(default_factory=dict)
 
-    def plan(self) -> dict:
-        return {"model": str(self.request.model), "source_format": self.source_format, "recipe": self.recipe.to_dict(),
-                "target": self.target.to_dict(), "out": str(self.request.out), "max_seq_len": self.request.max_seq_len}
+    @property
+    def artifact(self) -> Path:
+        """The finished bundle's model file."""
+        return self.bundle / self.manifest.runtime.model
 
+    def plan(self) -> dict:
+        """What `build --dry-run --json` prints and `build --config` reads back."""
+        r = self.request
+        return {"model": str(r.model), "source_format": self.source_format, "recipe": self.recipe.id,
+                "target": self.target.name, "targets_file": str(r.targets_file) if r.targets_file else None,
+                "out": str(r.out), "max_seq_len": r.max_seq_len, "eval_text": str(r.eval_text) if r.eval_text else None,
+                "recipe_fields": self.recipe.to_dict(), "target_fields": self.target.to_dict()}
+
+
+class Stage(NamedTuple):
+    name: str  # what it produces
+    run: Callable[[Build], None]
+
+
+STAGES = (
+    Stage("plan", stages.plan),
+    Stage("checkpoint", stages.checkpoint),
+    Stage("full_reference", stages.full_reference),
+    Stage("artifact", stages.artifact),
+    Stage("quantized_reference", stages.quantized_reference),
+    Stage("golden", stages.golden),
+    Stage("accuracy", stages.accuracy),
+    Stage("manifest", stages.manifest),
+    Stage("bundle", stages.bundle),
+)
 
 ProgressFn = Callable[[str, str, float], None]
 
 
-def resolve(request: BuildRequest) -> Build:
-    """Everything decidable without reading weights: ids, the recipe-target fit, the source format."""
-    from compile.sources import detect_format
+def _run_stage(build: Build, stage: Stage, progress: ProgressFn) -> None:
+    progress(stage.name, "start", 0.0)
+    start = time.perf_counter()
+    try:
+        stage.run(build)
+    except (LlamaportError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise StageError(stage.name, f"{type(e).__name__}: {e}") from e
+    build.timings[stage.name] = round(time.perf_counter() - start, 3)
+    log.info("stage %s done in %.3f s", stage.name, build.timings[stage.name])
+    progress(stage.name, "done", build.timings[stage.name])
 
+
+def run_build(request: BuildRequest, progress: ProgressFn = lambda *a: None, until: str | None = None) -> Build:
+    """Run STAGES in order (up to and including `until`). Whatever fails, nothing half-written is left."""
     build = Build(request)
-    build.target = resolve_target(request.target, request.targets_file)
-    build.recipe = resolve_recipe(request.recipe or build.target.default_recipe or DEFAULT_RECIPE)
-    check_recipe_runs_on(build.recipe, build.target)
-    build.source_format = detect_format(Path(request.model))
+    try:
+        for stage in STAGES:
+            _run_stage(build, stage, progress)
+            if stage.name == until:
+                break
+    finally:
+        stages.discard_staging(build)
     return build
 
 
-def _stages():
-    from compile import stages
-    return [("load", stages.load), ("reference", stages.reference), ("export", stages.export),
-            ("quantized", stages.quantized), ("package", stages.package), ("accuracy", stages.accuracy)]
-
-
-def run_build(request: BuildRequest, progress: ProgressFn = lambda *a: None) -> Build:
-    from compile.bundle import staging_folder
-
-    build = resolve(request)
-    with staging_folder(request.out, request.overwrite) as staging:
-        build.staging = staging
-        for name, stage in _stages():
-            progress(name, "start", 0.0)
-            start = time.perf_counter()
-            try:
-                stage(build)
-            except (LlamaportError, KeyboardInterrupt):
-                raise
-            except Exception as e:
-                raise StageError(name, f"{type(e).__name__}: {e}") from e
-            build.timings[name] = round(time.perf_counter() - start, 3)
-            progress(name, "done", build.timings[name])
-        from compile.stages import finalize
-        finalize(build)
-        if build.accuracy["gate_failures"]:
-            raise CheckFailed(f"{request.out}: the bundle misses the target's accuracy floor; nothing was written",
-                              build.accuracy["gate_failures"])
-    build.artifact = Path(request.out) / build.artifact.name  # the staging folder is now `out`
-    build.staging = None
-    return build
+def plan_build(request: BuildRequest) -> Build:
+    """Everything decidable without reading weights: ids, the recipe-target fit, the source format."""
+    return run_build(request, until="plan")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from compile.checkpoint import LlamaCheckpoint
+from llamaport.compile.checkpoint import LlamaCheckpoint
 
 
 def full_model(ckpt: LlamaCheckpoint) -> LlamaForCausalLM:

@@ -1,6 +1,9 @@
-"""Find a source's tokenizer and put it in the bundle in a form ExecuTorch's runner (pytorch_tokenizers)
-reads: tokenizer.json and sentencepiece/tiktoken tokenizer.model as they are; llama2.c's tokenizer.bin
-gets the (vocab size, BOS, EOS) header that pytorch_tokenizers' llama2c format starts with."""
+"""Find a source's tokenizer and put it in the bundle's model/ folder in a form ExecuTorch's runner
+(pytorch_tokenizers) and onnxruntime-genai read, under a name that does not depend on the source:
+`tokenizer.json` for a Hugging Face tokenizer, `tokenizer.model` for every binary one (sentencepiece and
+tiktoken as they are; llama2.c's tokenizer.bin with the (vocab size, BOS, EOS) header pytorch_tokenizers'
+llama2c format starts with). ExecuTorch's runners tell the binary kinds apart by content. Beside it go the
+source's tokenizer_config.json (its chat template, where it has one) and generation_config.json."""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import shutil
 import struct
 from pathlib import Path
 
-from compile.checkpoint import TokenizerFile
-from llamaport_errors import ConfigError
+from llamaport.compile.checkpoint import TokenizerFile
+from llamaport.errors import ConfigError
 
 BUNDLE_NAMES = {"hf_json": "tokenizer.json", "sentencepiece": "tokenizer.model",
-                "tiktoken": "tokenizer.model", "llama2c": "tokenizer.bin"}
+                "tiktoken": "tokenizer.model", "llama2c": "tokenizer.model"}
+# Files beside the tokenizer that carry an instruct model's chat template and the source's sampling defaults.
+COMPANIONS = ("tokenizer_config.json", "chat_template.jinja", "generation_config.json")
 
 
 def _is_tiktoken(path: Path) -> bool:
@@ -34,16 +39,26 @@ def find_tokenizer(folder: Path, origin: Path) -> TokenizerFile:
                       "(sentencepiece or tiktoken) or llama2.c's tokenizer.bin next to the weights")
 
 
-def copy_into_bundle(tok: TokenizerFile, out_dir: Path, bos_id: int, eos_id: int, vocab_size: int) -> Path:
-    dest = out_dir / BUNDLE_NAMES[tok.kind]
+def bundle_tokenizer_path(ckpt) -> str:
+    """The tokenizer's path inside the bundle."""
+    return f"model/{BUNDLE_NAMES[ckpt.tokenizer.kind]}"
+
+
+def copy_into_bundle(ckpt, model_dir: Path) -> list[Path]:
+    """The tokenizer (and its companions, where the source has them) into model/; returns what was written."""
+    tok = ckpt.tokenizer
+    dest = model_dir / BUNDLE_NAMES[tok.kind]
     if tok.kind == "llama2c":
-        _llama2c_with_header(tok.path, dest, bos_id, eos_id, vocab_size)
+        _llama2c_with_header(tok.path, dest, ckpt.bos_id, ckpt.eos_ids[0], ckpt.config["vocab_size"])
     else:
         shutil.copyfile(tok.path, dest)
-        config = tok.path.parent / "tokenizer_config.json"
-        if tok.kind == "hf_json" and config.is_file():
-            shutil.copyfile(config, out_dir / "tokenizer_config.json")
-    return dest
+    written = [dest]
+    for name in COMPANIONS:
+        src = tok.path.parent / name
+        if src.is_file():
+            shutil.copyfile(src, model_dir / name)
+            written.append(model_dir / name)
+    return written
 
 
 def _llama2c_with_header(src: Path, dest: Path, bos_id: int, eos_id: int, vocab_size: int) -> None:

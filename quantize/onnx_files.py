@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llamaport_errors import ConfigError
+from llamaport.errors import ConfigError
 
 
 def save_self_contained(model, dst: Path) -> Path:

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llamaport_errors import ConfigError
-from quantize.schemes import LinearQuant, QuantScheme
+from llamaport.errors import ConfigError
+from llamaport.quantize.schemes import LinearQuant, QuantScheme
 
 ACCURACY_LEVEL = {"4w": 1, "8da4w": 4}  # MatMulNBits compute type: 1 fp32, 4 int8
 OUTPUT_MATMUL = "/lm_head/MatMul"  # the output layer's node in both layouts (builder and optimum exports)
@@ -136,7 +136,7 @@ def quantize_onnx(src: Path, dst: Path, scheme: QuantScheme) -> None:
     its weights in `dst.name + '.data'` beside it, never pointing back at `src`'s data file."""
     import onnx
 
-    from quantize.onnx_files import save_self_contained
+    from llamaport.quantize.onnx_files import save_self_contained
 
     model = onnx.load(str(src), load_external_data=True)
     if scheme.linear.kind == "8da8w":

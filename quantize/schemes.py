@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from llamaport_errors import ConfigError, unknown_id
+from llamaport.errors import ConfigError, unknown_id
 
 LINEAR_KINDS = ("fp32", "8w", "4w", "8da8w", "8da4w")
 EMBEDDING_BITS = (32, 8, 4)

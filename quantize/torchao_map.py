@@ -13,9 +13,9 @@ import torch
 from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
 from torchao.quantization.granularity import PerAxis, PerGroup
 
-from llamaport_errors import ConfigError
-from quantize.executorch_int8_weight import ExecuTorchInt8WeightOnlyConfig
-from quantize.schemes import EmbeddingQuant, LinearQuant, QuantScheme
+from llamaport.errors import ConfigError
+from llamaport.quantize.executorch_int8_weight import ExecuTorchInt8WeightOnlyConfig
+from llamaport.quantize.schemes import EmbeddingQuant, LinearQuant, QuantScheme
 
 OUTPUT_LAYER = "output"
 
@@ -56,7 +56,7 @@ def check_group_sizes(scheme: QuantScheme, widths: dict[str, list[int]]) -> None
                 )
 
 
-def apply_scheme(model: torch.nn.Module, scheme: QuantScheme) -> torch.nn.Module:
+def apply_scheme_(model: torch.nn.Module, scheme: QuantScheme) -> torch.nn.Module:
     """Quantize `model` in place: body linears, output layer and embedding each by their own setting."""
     body = linear_config(scheme.linear)
     if body is not None:
@@ -68,3 +68,13 @@ def apply_scheme(model: torch.nn.Module, scheme: QuantScheme) -> torch.nn.Module
     if emb is not None:
         quantize_(model, emb, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Embedding))
     return model
+
+
+def describe(scheme: QuantScheme) -> dict:
+    """What was applied to each layer family, as torchao's own config_to_dict records it (None: fp32)."""
+    from torchao.core.config import config_to_dict
+
+    def record(config):
+        return None if config is None else config_to_dict(config)
+    return {"linear": record(linear_config(scheme.linear)), "output": record(linear_config(scheme.output_quant)),
+            "embedding": record(embedding_config(scheme.embedding))}

@@ -3,7 +3,7 @@ golden outputs, model and tokenizer files). It prints one tagged JSON line the h
 else on stdout is the runtime's own log. Peak RSS is this process's: interpreter and runtime included,
 with the RSS before the model was loaded reported beside it.
 
-    python -m runtime_tests.device_run BUNDLE --runner executorch-runtime [--repeats 5 ...]
+    python -m llamaport.runtime_tests.device_run BUNDLE --runner executorch-runtime [--repeats 5 ...]
 """
 
 from __future__ import annotations
@@ -56,24 +56,29 @@ def protocol_args(parser: argparse.ArgumentParser) -> None:
 
 
 def protocol_of(args):
-    from runtime_tests.latency import LatencyProtocol
+    from llamaport.runtime_tests.latency import LatencyProtocol
     return LatencyProtocol(decode_tokens=args.decode_tokens, warmup=args.warmup, repeats=args.repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime_tests.device_run")
+    parser = argparse.ArgumentParser(prog="python -m llamaport.runtime_tests.device_run")
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--runner", required=True)
     protocol_args(parser)
     args = parser.parse_args(argv)
 
     def produce() -> dict:
-        from runtime_tests.golden import Golden
-        from runtime_tests.runners import RUNNERS
+        from llamaport.entry import load_entry
+        from llamaport.runtime_tests.bundle_files import verify_bundle
+        from llamaport.runtime_tests.golden import Golden
+        from llamaport.runtime_tests.manifest import GOLDEN_PATH
+        from llamaport.runtime_tests.runners import RUNNERS
 
-        manifest = json.loads((args.bundle / "manifest.json").read_text())
-        return RUNNERS[args.runner](args.bundle, manifest, Golden.load(args.bundle), protocol_of(args),
-                                    not args.no_accuracy)
+        manifest = verify_bundle(args.bundle)  # every file's sha256, on the device, before any runtime loads
+        if args.runner not in RUNNERS:
+            raise ValueError(f"unknown runner {args.runner!r}; known: {', '.join(RUNNERS)}")
+        return load_entry(RUNNERS[args.runner])(args.bundle, manifest, Golden.load(args.bundle / GOLDEN_PATH),
+                                                protocol_of(args), not args.no_accuracy)
     return run_and_emit(args.runner, produce)
 
 

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from targets import Gate
-
-# The accuracy metrics (all against the full model) that gates, manifests and reports read.
-ACCURACY_HEADLINE = ("same_top1_pct", "kld_mean", "kld_p99", "ppl_ratio", "logit_sqnr_db", "max_abs_logit_error",
-                     "greedy_match_pct")
+from llamaport.errors import ConfigError
+from llamaport.runtime_tests.manifest import GateFailure
+from llamaport.targets import Gate
 
 
-def missed_gates(metrics: dict, gates) -> list[dict]:
+def missed_gates(measured, gates) -> tuple[GateFailure, ...]:
+    """`measured` is any record with the gates' metrics as attributes (a Summary, a Headline)."""
     failures = []
     for gate in gates:
-        if metrics.get(gate.metric) is None:
-            raise KeyError(f"gate {gate.describe()}: metric {gate.metric!r} was not measured")
-        by = gate.missed_by(metrics[gate.metric])
+        value = getattr(measured, gate.metric, None)
+        if value is None:
+            raise ConfigError(f"gate {gate.describe()}: metric {gate.metric!r} was not measured here")
+        by = gate.missed_by(value)
         if by is not None:
-            failures.append({"gate": gate.describe(), "metric": gate.metric, "value": metrics[gate.metric],
-                             "missed_by": by})
-    return failures
+            failures.append(GateFailure(gate=gate.describe(), metric=gate.metric, value=value, missed_by=by))
+    return tuple(failures)
 
 
 def with_overrides(gates, overrides: list[Gate]) -> tuple[Gate, ...]:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-GOLDEN_FILE = "golden.safetensors"
+from llamaport.errors import ConfigError
+
 SCHEMA_VERSION = 1
 FULL_LOGITS_MAX_BYTES = 1 << 20  # per reference; above it, top-k
 TOP_K = 64
@@ -91,28 +92,30 @@ class Golden:
                 "eval_source": self.eval_source, "references": {k: r.kind for k, r in self.references.items()},
                 "quantization_gap": self.quantization_gap}
 
-    def save(self, folder: Path) -> Path:
+    def save(self, path: Path) -> Path:
         from safetensors.torch import save_file
 
         tensors = {}
         for name, ref in self.references.items():
             tensors.update(ref.tensors(name))
-        path = Path(folder) / GOLDEN_FILE
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata={"llamaport_golden": json.dumps(self.metadata())})
         return path
 
     @classmethod
-    def load(cls, folder: Path) -> "Golden":
+    def load(cls, path: Path) -> "Golden":
+        """From a golden.safetensors file (a bundle's check/golden.safetensors)."""
         from safetensors import safe_open
 
-        path = Path(folder) / GOLDEN_FILE
+        path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: the bundle carries no golden outputs; rebuild it with this llamaport")
+            raise ConfigError(f"{path}: the bundle carries no golden outputs; rebuild it with this llamaport")
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["llamaport_golden"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         if meta["schema_version"] != SCHEMA_VERSION:
-            raise ValueError(f"{path}: golden schema {meta['schema_version']}, this llamaport reads {SCHEMA_VERSION}")
+            raise ConfigError(f"{path}: golden schema {meta['schema_version']}, this llamaport reads {SCHEMA_VERSION}")
         refs = {name: Reference.from_tensors(tensors, name, len(meta["prompts"])) for name in meta["references"]}
         return cls(ids=meta["ids"], prompt_texts=meta["prompt_texts"], prompts=meta["prompts"],
                    greedy_tokens=meta["greedy_tokens"], latency_prompt_text=meta["latency_prompt_text"],

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from runtime_tests.golden import Reference
+from llamaport.runtime_tests.golden import Reference
 
 # SQNR of identical logits is infinite; JSON has no infinity, so it is reported as this ceiling.
 SQNR_CEILING_DB = 200.0

@@ -61,25 +61,25 @@ def latency_distribution(token_latencies_ms: dict[str, list[float]]) -> bytes:
     return _png(plt, fig)
 
 
-def pareto(points: list[dict], front: set[str]) -> bytes:
+def pareto(points, front: set[str]) -> bytes:
     """Size vs decode speed, colour = KLD; the Pareto-optimal builds are ringed and labelled in bold."""
     import matplotlib.colors as mcolors
 
     plt, fig, ax = _figure(height=4.2)
-    kld = [max(p["kld_mean"], 1e-12) for p in points]
-    sc = ax.scatter([p["artifact_mb"] for p in points], [p["decode_tokens_per_s"] for p in points], c=kld,
+    kld = [max(p.kld_mean, 1e-12) for p in points]
+    sc = ax.scatter([p.artifact_mb for p in points], [p.decode_tokens_per_s for p in points], c=kld,
                     cmap="viridis_r", norm=mcolors.LogNorm(min(kld), max(max(kld), min(kld) * 10)), s=70, zorder=3)
-    middle = (min(p["artifact_mb"] for p in points) + max(p["artifact_mb"] for p in points)) / 2
+    middle = (min(p.artifact_mb for p in points) + max(p.artifact_mb for p in points)) / 2
     for p in points:
-        on_front = p["name"] in front
+        on_front = p.name in front
         if on_front:
-            ax.scatter([p["artifact_mb"]], [p["decode_tokens_per_s"]], s=180, facecolors="none", edgecolors="red", zorder=4)
-        right_half = p["artifact_mb"] > middle  # labels point inwards so none leaves the axes
-        ax.annotate(p["name"], (p["artifact_mb"], p["decode_tokens_per_s"]), textcoords="offset points",
+            ax.scatter([p.artifact_mb], [p.decode_tokens_per_s], s=180, facecolors="none", edgecolors="red", zorder=4)
+        right_half = p.artifact_mb > middle  # labels point inwards so none leaves the axes
+        ax.annotate(p.name, (p.artifact_mb, p.decode_tokens_per_s), textcoords="offset points",
                     xytext=(-8 if right_half else 8, 6), ha="right" if right_half else "left", fontsize=8,
                     fontweight="bold" if on_front else "normal")
     fig.colorbar(sc, ax=ax, label="KLD vs full model (mean)")
-    sizes = [p["artifact_mb"] for p in points]
+    sizes = [p.artifact_mb for p in points]
     if max(sizes) / min(sizes) > 10:  # a log axis only where sizes span decades
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)

@@ -2,59 +2,59 @@
 
 from __future__ import annotations
 
-from runtime_tests import html, plots
-from runtime_tests.gates import ACCURACY_HEADLINE
+from llamaport.runtime_tests import html, plots
+from llamaport.runtime_tests.manifest import ACCURACY_HEADLINE
+from llamaport.runtime_tests.report import Report, RunnerResult
 
 
-def _latency_rows(results: dict) -> list[list]:
+def _latency_rows(results: dict[str, RunnerResult]) -> list[list]:
     rows = []
     for name, r in results.items():
-        lat = r["latency"]
+        lat = r.latency
 
-        def med(key, scale=1.0):
-            s = lat.get(key)
-            return None if s is None else s["median"] * scale
+        def med(spread, scale=1.0):
+            return None if spread is None else spread.median * scale
 
-        def rng(key):
-            s = lat.get(key)
-            return None if s is None else f"{s['min']:.4g}–{s['max']:.4g}"
-        rows.append([name, r["load_s"], med("ttft_s", 1000), med("prefill_tokens_per_s"), med("decode_tokens_per_s"),
-                     rng("decode_tokens_per_s"), r["peak_rss_mb"], r["rss_before_load_mb"]])
+        def rng(spread):
+            return None if spread is None else f"{spread.min:.4g}–{spread.max:.4g}"
+        rows.append([name, r.load_s, med(lat.ttft_s, 1000), med(lat.prefill_tokens_per_s), med(lat.decode_tokens_per_s),
+                     rng(lat.decode_tokens_per_s), r.peak_rss_mb, r.rss_before_load_mb])
     return rows
 
 
-def render(report: dict) -> str:
-    b, s = report["bundle"], report["summary"]
-    primary = next(iter(report["runners"].values()))
-    verdict = ('<p class="pass">PASSED: every gate holds</p>' if report["passed"] else
-               f'<p class="fail">FAILED: {len(report["gate_failures"])} gate(s) missed</p>')
-    missed = {f["gate"]: f for f in report["gate_failures"]}
+def render(report: Report) -> str:
+    b, s = report.bundle, report.summary
+    primary = report.primary
+    verdict = ('<p class="pass">PASSED: every gate holds</p>' if report.passed else
+               f'<p class="fail">FAILED: {len(report.gate_failures)} gate(s) missed</p>')
+    missed = {f.gate: f for f in report.gate_failures}
     gates = html.table(["gate", "value", "missed by"],
-                       [[g, s[g.split()[0]], missed[g]["missed_by"] if g in missed else None] for g in report["gates"]],
-                       ["fail" if g in missed else "" for g in report["gates"]])
-    lowering = primary["accuracy"]["lowering_gap"]
+                       [[g, s.metric(g.split()[0]), missed[g].missed_by if g in missed else None] for g in report.gates],
+                       ["fail" if g in missed else "" for g in report.gates])
+    lowering = primary.accuracy.lowering_gap
     accuracy = html.table(
         ["metric", "quantization gap (quantized reference vs full)", "lowering gap (device vs quantized reference)",
          "device vs full model"],
-        [[m, report["quantization_gap"].get(m), lowering.get(m), s.get(m)] for m in ACCURACY_HEADLINE])
+        [[m, getattr(report.quantization_gap, m), getattr(lowering, m) if lowering else None, s.metric(m)]
+         for m in ACCURACY_HEADLINE])
     speedups = html.table(["baseline", "decode speed-up", "time-to-first-token speed-up"],
-                          [[k, v["decode"], v["ttft"]] for k, v in report["speedups"].items()]) if report["speedups"] else ""
+                          [[k, v.decode, v.ttft] for k, v in report.speedups.items()]) if report.speedups else ""
     latency = html.table(["runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s (median)", "decode range",
-                          "peak RSS MB", "RSS before load MB"],
-                         _latency_rows({**report["runners"], **report["baselines"]}))
-    kld = {"quantized reference vs full (quantization gap)": report["quantization_gap"]["kld_per_position"],
-           "device vs full": primary["accuracy"]["vs_full"]["kld_per_position"]}
-    token_ms = {n: [t * 1000 for t in r["latency"]["token_latencies_s"]]
-                for n, r in {**report["runners"], **report["baselines"]}.items() if "token_latencies_s" in r["latency"]}
-    p = report["protocol"]
+                          "peak RSS MB", "RSS before load MB"], _latency_rows(report.timed()))
+    vs_full = primary.accuracy.vs_full
+    kld = {"quantized reference vs full (quantization gap)": list(report.quantization_gap.kld_per_position),
+           "device vs full": list(vs_full.kld_per_position)}
+    token_ms = {n: [t * 1000 for t in r.latency.token_latencies_s] for n, r in report.timed().items()
+                if r.latency.token_latencies_s}
+    p = report.protocol
     facts = html.table(["checked", "what"], [
-        ["recipe", b["recipe"]["id"]], ["target", b["target"]], ["artifact", f"{b['artifact']['path']} ({b['artifact']['bytes']:,} bytes)"],
-        ["device", f"{report['device']['name']} ({report['device']['platform']}, {report['device']['cpu_count']} CPUs)"],
-        ["eval", f"{primary['accuracy']['vs_full']['positions']} teacher-forced positions; greedy {primary['accuracy']['vs_full']['greedy_tokens']} tokens"],
-        ["latency protocol", f"prompt {s['prompt_tokens']} tokens, decode {p['decode_tokens']} tokens, "
-                             f"{p['warmup']} warm-up + {p['repeats']} repeats, medians"],
-        ["decode vs bandwidth bound", s["decode_fraction_of_bandwidth_bound"]], ["created", report["created"]]])
-    return html.page(f"llamaport check: {b['recipe']['id']} on {report['device']['name']}", [
+        ["recipe", b.recipe.id], ["target", b.target], ["artifact", f"{b.artifact.path} ({b.artifact.bytes:,} bytes)"],
+        ["device", f"{report.device.name} ({report.device.platform}, {report.device.cpu_count} CPUs)"],
+        ["eval", f"{vs_full.positions} teacher-forced positions; greedy {vs_full.greedy_tokens} tokens"],
+        ["latency protocol", f"prompt {s.prompt_tokens} tokens, decode {p.decode_tokens} tokens, "
+                             f"{p.warmup} warm-up + {p.repeats} repeats, medians"],
+        ["decode vs bandwidth bound", s.decode_fraction_of_bandwidth_bound], ["created", report.created]])
+    return html.page(f"llamaport check: {b.recipe.id} on {report.device.name}", [
         verdict, facts, html.heading("Gates"), gates, html.heading("Accuracy against the full model"), accuracy,
         html.image(plots.kld_per_position(kld), "per-position KLD"), html.heading("Latency"), latency, speedups,
         html.image(plots.latency_distribution(token_ms), "decode latency distribution")])

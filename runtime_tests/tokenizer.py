@@ -5,17 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llamaport.runtime_tests.native_logs import native_stderr_quiet
+
 
 def load_tokenizer(path: Path):
-    import pytorch_tokenizers as pt
+    with native_stderr_quiet():  # the import itself logs
+        import pytorch_tokenizers as pt
 
-    candidates = {"tokenizer.json": [pt.CppHFTokenizer], "tokenizer.bin": [pt.CppLlama2cTokenizer],
-                  "tokenizer.model": [pt.CppSPTokenizer, pt.CppTiktoken]}[Path(path).name]
+    # A bundle names its tokenizer tokenizer.json (Hugging Face) or tokenizer.model (any binary kind,
+    # told apart by content, as ExecuTorch's runner does).
+    candidates = ([pt.CppHFTokenizer] if Path(path).suffix == ".json"
+                  else [pt.CppSPTokenizer, pt.CppTiktoken, pt.CppLlama2cTokenizer])
     errors = []
     for cls in candidates:
         tok = cls()
         try:
-            tok.load(str(path))
+            with native_stderr_quiet():
+                tok.load(str(path))
             if tok.is_loaded():
                 return tok
         except Exception as e:  # each class raises when the file is another format

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from llamaport_errors import DeviceError, unknown_id
+from llamaport.errors import DeviceError, unknown_id
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ Users add their own in TOML (`[[target]]` tables with the same fields); unknown 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from llamaport_errors import ConfigError, unknown_id
+from llamaport.errors import ConfigError, unknown_id
+from llamaport.targets.backends import BACKENDS, RUNTIMES
 
 SCHEMA_VERSION = 1
 # Accuracy metrics are against the full model; latency and size are measured by `llamaport check`.
@@ -50,16 +51,57 @@ class Target:
     os: str
     arch: str
     runtime: str  # "executorch" | "onnxruntime"
-    backends: tuple[str, ...]  # in order of preference; the last one is the fallback
-    linear_schemes: tuple[str, ...]  # linear quantization kinds the backends execute
-    memory_budget_mb: int
+    # The lowering order: each backend takes what it can, in turn; the last is the runtime's fallback
+    # (ExecuTorch's portable kernels, onnxruntime's CPU provider). A recipe's backend must be one of them.
+    backends: tuple[str, ...]
+    memory_budget_mb: int  # a build whose estimated runtime memory exceeds it is refused
     default_context_len: int
+    # Linear kinds this target runs: the first backend's, or fewer (a target narrows, never widens).
+    linear_schemes: tuple[str, ...] = ()
     gates: tuple[Gate, ...] = field(default_factory=tuple)
     description: str = ""
     # Sustained DRAM bandwidth, where known: decode is then also reported as a fraction of the
     # bytes-per-token bound (bandwidth / model bytes).
     memory_bandwidth_gb_s: float | None = None
     default_recipe: str | None = None  # what `llamaport build --target NAME` builds without --recipe
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise unknown_id("runtime", self.runtime, RUNTIMES)
+        if not self.backends:
+            raise ConfigError(f"'backends' is empty; name the lowering order, fallback last")
+        for b in self.backends:
+            if b not in BACKENDS or BACKENDS[b].runtime != self.runtime:
+                raise unknown_id(f"{self.runtime} backend in 'backends'", b,
+                                 [k for k, v in BACKENDS.items() if v.runtime == self.runtime])
+        if len(set(self.backends)) != len(self.backends) or not BACKENDS[self.backends[-1]].fallback \
+                or any(BACKENDS[b].fallback for b in self.backends[:-1]):
+            fallbacks = [k for k, v in BACKENDS.items() if v.runtime == self.runtime and v.fallback]
+            raise ConfigError(f"'backends' {list(self.backends)} must name each backend once "
+                              f"and end with the fallback ({' or '.join(fallbacks)})")
+        primary = BACKENDS[self.backends[0]]
+        if not self.linear_schemes:
+            object.__setattr__(self, "linear_schemes", primary.linear_schemes)
+        for kind in self.linear_schemes:
+            limit = primary.forbidden(kind)
+            if limit is not None:
+                raise ConfigError(f"'linear_schemes' cannot enable {kind} on {primary.id}, "
+                                  f"a known issue: {limit.describe()}")
+            if kind not in primary.executes:
+                raise ConfigError(f"'linear_schemes' names {kind!r}, which {primary.id} does not "
+                                  f"execute; it runs {list(primary.linear_schemes)}")
+        for name, value in (("memory_budget_mb", self.memory_budget_mb), ("default_context_len", self.default_context_len),
+                            ("memory_bandwidth_gb_s", self.memory_bandwidth_gb_s or 1)):
+            if value <= 0:
+                raise ConfigError(f"'{name}' must be positive, got {value}")
+
+    @property
+    def primary_backend(self) -> str:
+        return self.backends[0]
+
+    def lowering_conflict(self, backend: str, linear_kinds: set[str]):
+        """The backend limit a program with these linear kinds together would break, if any."""
+        return BACKENDS[backend].conflict(linear_kinds)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -68,48 +110,30 @@ class Target:
 
     @classmethod
     def from_dict(cls, d: dict, origin: str = "target") -> "Target":
+        """A target from a user's TOML or a manifest: every field's type checked, unknown keys refused."""
+        from llamaport.typed import from_dict
+
         d = dict(d)
-        d.pop("schema_version", None)
-        allowed = {f.name for f in fields(cls)}
-        extra = set(d) - allowed
-        if extra:
-            raise ConfigError(f"{origin}: unknown keys {sorted(extra)}; allowed: {sorted(allowed)}")
-        missing = {f.name for f in fields(cls) if f.name not in ("gates", "description", "memory_bandwidth_gb_s", "default_recipe")} - set(d)
-        if missing:
-            raise ConfigError(f"{origin}: missing keys {sorted(missing)}")
-        gates = []
-        for g in d.get("gates", ()):
-            unknown = set(g) - {"metric", "min", "max"}
-            if unknown:
-                raise ConfigError(f"{origin}: gate has unknown keys {sorted(unknown)}")
-            gates.append(Gate(**g))
-        d["gates"] = tuple(gates)
-        d["backends"] = tuple(d["backends"])
-        d["linear_schemes"] = tuple(d["linear_schemes"])
-        return cls(**d)
+        version = d.pop("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ConfigError(f"{origin}: target schema_version {version!r}; this llamaport reads {SCHEMA_VERSION}")
+        return from_dict(cls, d, origin)
 
 
 # The floor every XNNPACK phone build must clear on the bundle's own eval text.
 _CPU_FLOOR = (Gate("same_top1_pct", min=85.0), Gate("ppl_ratio", max=1.10))
-# No "4w": ExecuTorch 1.5.1 lowers group-wise int4 weight-only linears wrongly through XNNPACK
-# (torchao's dequantize_affine is miscompiled; dequantize_per_channel_group has no kernel).
-_XNNPACK_LINEAR = ("fp32", "8w", "8da8w", "8da4w")
-
-
-# onnxruntime's CPU execution provider (MLAS): MatMulNBits int4 with fp32 or int8 compute, dynamic int8.
-_ORT_CPU_LINEAR = ("fp32", "4w", "8da4w", "8da8w")
 
 
 def _xnnpack(name, os_, arch, budget, bandwidth, description):
     return Target(name=name, os=os_, arch=arch, runtime="executorch", backends=("xnnpack", "portable"),
-                  linear_schemes=_XNNPACK_LINEAR, memory_budget_mb=budget, default_context_len=512,
+                  memory_budget_mb=budget, default_context_len=512,
                   gates=_CPU_FLOOR, description=description, memory_bandwidth_gb_s=bandwidth,
                   default_recipe="et-xnnpack-8da4w-g32")
 
 
 def _ort(name, os_, arch, budget, bandwidth, description):
     return Target(name=name, os=os_, arch=arch, runtime="onnxruntime", backends=("cpu",),
-                  linear_schemes=_ORT_CPU_LINEAR, memory_budget_mb=budget, default_context_len=512,
+                  memory_budget_mb=budget, default_context_len=512,
                   gates=_CPU_FLOOR, description=description, memory_bandwidth_gb_s=bandwidth,
                   default_recipe="ortgenai-cpu-8da4w-g32")
 
@@ -126,22 +150,37 @@ BUILTIN_TARGETS: dict[str, Target] = {t.name: t for t in (
 )}
 
 
+def _read_toml(path: Path) -> dict:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: targets file not found") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{path}: is a folder; pass a TOML file of [[target]] tables") from e
+    except PermissionError as e:
+        raise ConfigError(f"{path}: not readable (permission denied)") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+
+
 def load_targets(toml_path: Path | None = None) -> dict[str, Target]:
     """Built-in targets plus those of a user's TOML file (`[[target]]` tables)."""
     targets = dict(BUILTIN_TARGETS)
     if toml_path is None:
         return targets
-    try:
-        data = tomllib.loads(Path(toml_path).read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"{toml_path}: targets file not found") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{toml_path}: not valid TOML ({e})") from e
+    data = _read_toml(toml_path)
     extra = set(data) - {"target"}
     if extra:
         raise ConfigError(f"{toml_path}: unknown top-level keys {sorted(extra)}; expected [[target]] tables")
-    for i, entry in enumerate(data.get("target", [])):
-        t = Target.from_dict(entry, origin=f"{toml_path}: target #{i + 1}")
+    entries = data.get("target", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{toml_path}: 'target' must be [[target]] tables")
+    for i, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        t = Target.from_dict(entry, origin=f"{toml_path}: target #{i + 1}{f' ({name})' if isinstance(name, str) else ''}")
         targets[t.name] = t
     return targets
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compile.pipeline import DEFAULT_MODEL, BuildRequest, run_build
-from compile.sources import load_checkpoint
+from llamaport.compile.pipeline import DEFAULT_MODEL, BuildRequest, run_build
+from llamaport.compile.sources import load_checkpoint
 from tests import source_writers
 
 TEST_CONTEXT = 256  # enough for the 256-token eval window and 12 + 64 greedy tokens
@@ -35,7 +35,7 @@ def sources(tmp_path_factory, default_checkpoint):
 
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory):
-    """bundle(model_path, recipe) -> Build, built once per session per key."""
+    """bundle(model_path, recipe) -> Build, built once per session per key and shared by every test."""
     cache: dict = {}
     root = tmp_path_factory.mktemp("bundles")
 
@@ -45,18 +45,18 @@ def bundle(tmp_path_factory):
             out = root / f"b{len(cache)}"
             cache[key] = run_build(BuildRequest(model=Path(model), recipe=recipe, target=host_target(recipe), out=out,
                                                 max_seq_len=TEST_CONTEXT))
-        return cache[key]
+        return cache[key]  # a Build: .bundle is the folder, .manifest the typed contract
     return get
 
 
 def host_target(recipe: str) -> str:
-    from quantize import resolve_recipe
+    from llamaport.quantize import resolve_recipe
     return {"executorch": "linux-x86_64-xnnpack", "onnxruntime": "linux-x86_64-ort"}[resolve_recipe(recipe).runtime]
 
 
 def fp32_of(recipe: str) -> str:
     """The fp32 recipe of the same exporter and backend: the baseline a quantized bundle is timed against."""
-    from quantize import RECIPES, resolve_recipe
+    from llamaport.quantize import RECIPES, resolve_recipe
     r = resolve_recipe(recipe)
     return next(k for k, v in RECIPES.items() if (v.exporter, v.backend, v.scheme.id) == (r.exporter, r.backend, "fp32"))
 
@@ -81,11 +81,12 @@ def tiny_random_hf(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def checked(bundle, tmp_path_factory):
-    """checked(model_path, recipe, baselines=False) -> (report dict, report folder), checked once per key.
+    """checked(model_path, recipe, baselines=False) -> (Report, report folder), checked once per key.
     With baselines, the eager full model and the fp32 bundle of the same model are timed beside it."""
-    from compile.check_options import check_request
-    from compile.reports import write_check_report
-    from runtime_tests.harness import check_bundle
+    from llamaport.check_options import check_request
+    from llamaport.reports import write_check_report
+    from llamaport.runtime_tests.harness import check_bundle
+    from llamaport.runtime_tests.latency import LatencyProtocol
 
     cache: dict = {}
     root = tmp_path_factory.mktemp("reports")
@@ -93,9 +94,9 @@ def checked(bundle, tmp_path_factory):
     def get(model: Path, recipe: str, baselines: bool = False):
         key = (str(model), recipe, baselines)
         if key not in cache:
-            folder = bundle(model, recipe).artifact.parent
-            fp32 = bundle(model, fp32_of(recipe)).artifact.parent if baselines else None
-            request = check_request(folder, "local", Path(model) if baselines else None, fp32, (), 64, 1, 5)
+            folder = bundle(model, recipe).bundle
+            fp32 = bundle(model, fp32_of(recipe)).bundle if baselines else None
+            request = check_request(folder, "local", Path(model) if baselines else None, fp32, (), LatencyProtocol())
             report = check_bundle(request)
             cache[key] = (report, write_check_report(report, root / f"r{len(cache)}"))
         return cache[key]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from compile.checkpoint import LlamaCheckpoint
-from compile.layout import hf_to_meta
+from llamaport.compile.checkpoint import LlamaCheckpoint
+from llamaport.compile.layout import hf_to_meta
 
 
 def _meta_sd(ckpt: LlamaCheckpoint) -> dict:

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import torch
 
-from compile.checkpoint import LlamaCheckpoint
-from compile.layout import hf_to_meta
-from quantize.schemes import QuantScheme
+from llamaport.compile.checkpoint import LlamaCheckpoint
+from llamaport.compile.exporters.exported import Exported
+from llamaport.compile.layout import hf_to_meta
+from llamaport.errors import ConfigError
+from llamaport.runtime_tests.manifest import Delegation, Lowering
+from llamaport.quantize.schemes import QuantScheme
 
 
 def meta_params(cfg: dict) -> dict:
@@ -60,8 +63,8 @@ def _checkpoint_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="llamaport-export-"))
     if any(word in str(folder) for word in _PATH_WORDS_EXECUTORCH_ACTS_ON):
         shutil.rmtree(folder)
-        raise RuntimeError(f"temporary folder {folder} contains one of {_PATH_WORDS_EXECUTORCH_ACTS_ON}, which "
-                           "ExecuTorch's loader acts on; set TMPDIR to another folder")
+        raise ConfigError(f"temporary folder {folder} contains one of {_PATH_WORDS_EXECUTORCH_ACTS_ON}, which "
+                          "ExecuTorch's loader acts on; set TMPDIR to another folder")
     return folder
 
 
@@ -72,7 +75,7 @@ def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int
     from executorch.examples.models.llama.llama_transformer import construct_transformer
     from executorch.examples.models.llama.model_args import ModelArgs
 
-    from quantize.torchao_map import apply_scheme
+    from llamaport.quantize.torchao_map import apply_scheme_
 
     params = meta_params(ckpt.config)
     args = ModelArgs(**params, max_seq_len=max_seq_len, max_context_len=max_seq_len, generate_full_logits=full_logits)
@@ -81,7 +84,7 @@ def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int
     module.load_state_dict(hf_to_meta(ckpt.state_dict, ckpt.config), strict=False, assign=True)
     module.rope = type(module.rope)(args)  # its tables were built on the meta device
     with torch.no_grad():
-        return apply_scheme(module, scheme).eval()
+        return apply_scheme_(module, scheme).eval()
 
 
 def xnnpack_partitioners(scheme: QuantScheme) -> list:
@@ -99,11 +102,28 @@ def xnnpack_partitioners(scheme: QuantScheme) -> list:
             get_xnnpack_partitioner(dynamic_quant_only_partitioner=False)]
 
 
-def export_executorch(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, work: Path) -> Path:
+# The target's lowering order, backend by backend; the fallback (portable kernels) needs no partitioner.
+PARTITIONERS = {"xnnpack": xnnpack_partitioners, "portable": lambda scheme: []}
+
+
+def delegation_summary(graph_module, backends: tuple[str, ...]) -> Delegation:
+    """ExecuTorch's own delegation breakdown of the lowered program (what print_delegation_info shows)."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    ops = info.delegation_by_operator.values()
+    return Delegation(backends=backends, delegated_subgraphs=info.num_delegated_subgraphs,
+                      delegated_nodes=info.num_delegated_nodes, non_delegated_nodes=info.num_non_delegated_nodes,
+                      delegated_ops={b.op_type: b.delegated for b in ops if b.delegated},
+                      non_delegated_ops={b.op_type: b.non_delegated for b in ops if b.non_delegated})
+
+
+def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backends: tuple[str, ...],
+           work: Path) -> Exported:
     import executorch.kernels.quantized  # noqa: F401  (out-variants of the quantized_decomposed ops 8w leaves in the graph)
     from executorch.examples.models.llama import export_llama_lib as et
 
-    from quantize.torchao_map import apply_scheme
+    from llamaport.quantize.torchao_map import apply_scheme_, describe
 
     params = meta_params(ckpt.config)
     inputs = _checkpoint_folder()
@@ -114,12 +134,15 @@ def export_executorch(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: i
         et._validate_args(config)
         manager = et._prepare_for_llama_export(config)  # load + ExecuTorch's SDPA / KV-cache transforms
         with torch.no_grad():
-            manager = manager.source_transform([lambda model: apply_scheme(model, scheme)])
+            manager = manager.source_transform([lambda model: apply_scheme_(model, scheme)])
         exported = manager.export()
         exported.run_canonical_optimizations()
-        lowered = exported.to_edge_transform_and_lower(xnnpack_partitioners(scheme)).to_executorch(passes=[])
+        partitioners = [p for backend in backends for p in PARTITIONERS[backend](scheme)]
+        lowered = exported.to_edge_transform_and_lower(partitioners)
+        delegation = delegation_summary(lowered.edge_manager.exported_program().graph_module, backends)
+        program = lowered.to_executorch(passes=[])
         pte = work / "model.pte"
-        lowered.save_to_pte(str(pte.resolve()))
-        return pte
+        program.save_to_pte(str(pte.resolve()))
+        return Exported(files=(pte,), lowering=Lowering(quantization=describe(scheme), delegation=delegation))
     finally:
         shutil.rmtree(inputs, ignore_errors=True)

@@ -9,8 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
-from compile.checkpoint import LlamaCheckpoint
-from llamaport_errors import ConfigError
+from llamaport.compile.checkpoint import LlamaCheckpoint
+from llamaport.errors import ConfigError
 
 
 def check_onnx_tokenizer(ckpt: LlamaCheckpoint) -> None:
@@ -36,6 +36,9 @@ def write_hf_folder(ckpt: LlamaCheckpoint, folder: Path, context_len: int) -> Pa
     tok_config = ckpt.tokenizer.path.parent / "tokenizer_config.json"
     if tok_config.is_file():
         shutil.copyfile(tok_config, folder / "tokenizer_config.json")
-    (folder / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": ckpt.bos_id, "eos_token_id": ckpt.eos_ids if len(ckpt.eos_ids) > 1 else ckpt.eos_ids[0]}))
+    # The source's generation defaults (sampling settings of an instruct model) travel on, with our ids.
+    source_generation = ckpt.tokenizer.path.parent / "generation_config.json"
+    generation = json.loads(source_generation.read_text(encoding="utf-8")) if source_generation.is_file() else {}
+    generation.update(bos_token_id=ckpt.bos_id, eos_token_id=ckpt.eos_ids if len(ckpt.eos_ids) > 1 else ckpt.eos_ids[0])
+    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
     return folder

@@ -10,14 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compile.checkpoint import LlamaCheckpoint
-from compile.exporters.hf_folder_out import write_hf_folder
-from quantize.onnx_files import external_data_files
-from quantize.onnx_map import builder_options
-from quantize.schemes import QuantScheme
+from llamaport.compile.checkpoint import LlamaCheckpoint
+from llamaport.compile.exporters.exported import Exported, onnx_lowering
+from llamaport.compile.exporters.hf_folder_out import write_hf_folder
+from llamaport.quantize.onnx_files import external_data_files
+from llamaport.quantize.onnx_map import builder_options
+from llamaport.quantize.schemes import QuantScheme
 
 BUILDER = "onnxruntime_genai.models.builder"
-KEPT = ("model.onnx", "genai_config.json")
 
 
 def run_builder(hf_folder: Path, out: Path, cache: Path, precision: str, options: dict[str, str]) -> None:
@@ -30,7 +30,7 @@ def run_builder(hf_folder: Path, out: Path, cache: Path, precision: str, options
         raise RuntimeError(f"onnxruntime-genai's builder failed ({' '.join(argv[3:])}):\n{tail}")
 
 
-def export_ort_genai(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, work: Path) -> list[Path]:
+def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, backends: tuple[str, ...], work: Path) -> Exported:
     hf = write_hf_folder(ckpt, work / "hf", context_len)
     out = work / "genai"
     precision, options = builder_options(scheme)
@@ -39,5 +39,6 @@ def export_ort_genai(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: in
     config = json.loads(config_path.read_text())
     config["search"]["max_length"] = context_len  # the bundle's context, as for ExecuTorch bundles
     config_path.write_text(json.dumps(config, indent=4) + "\n")
-    files = [out / name for name in KEPT] + [out / name for name in sorted(external_data_files(out / "model.onnx"))]
-    return files
+    model = out / "model.onnx"
+    files = (model, *(out / name for name in sorted(external_data_files(model))), config_path)
+    return Exported(files=files, lowering=onnx_lowering(model, scheme))

@@ -1,4 +1,4 @@
-"""The Hugging Face ONNX layout (what ORTModelForCausalLM and transformers.js load) through optimum's
+"""The Hugging Face ONNX layout (what optimum's ORTModelForCausalLM loads) through optimum's
 exporter, then onnxruntime's quantizers by the scheme (quantize.onnx_map). The model is re-saved with
 all its weights in model.onnx.data beside it, whatever the exporter or quantizer wrote."""
 
@@ -7,15 +7,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from compile.checkpoint import LlamaCheckpoint
-from compile.exporters.hf_folder_out import write_hf_folder
-from quantize.onnx_map import quantize_onnx
-from quantize.schemes import QuantScheme
+from llamaport.compile.checkpoint import LlamaCheckpoint
+from llamaport.compile.exporters.exported import Exported, onnx_lowering
+from llamaport.compile.exporters.hf_folder_out import write_hf_folder
+from llamaport.quantize.onnx_map import quantize_onnx
+from llamaport.quantize.schemes import QuantScheme
 
 TASK = "text-generation-with-past"  # logits and present key/values out, past key/values in
 
 
-def export_optimum_onnx(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, work: Path) -> list[Path]:
+def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, backends: tuple[str, ...], work: Path) -> Exported:
     from optimum.exporters.onnx import main_export
 
     hf = write_hf_folder(ckpt, work / "hf", context_len)
@@ -26,4 +27,5 @@ def export_optimum_onnx(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len:
     quantize_onnx(exported / "model.onnx", out / "model.onnx", scheme)
     for name in ("config.json", "generation_config.json"):
         shutil.copyfile(exported / name, out / name)
-    return [out / n for n in ("model.onnx", "model.onnx.data", "config.json", "generation_config.json")]
+    files = tuple(out / n for n in ("model.onnx", "model.onnx.data", "config.json", "generation_config.json"))
+    return Exported(files=files, lowering=onnx_lowering(out / "model.onnx", scheme))

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import torch
 
-from compile.checkpoint import LlamaCheckpoint
-from compile.eval_data import EvalSet
-from quantize.schemes import QuantScheme
+from llamaport.compile.checkpoint import LlamaCheckpoint
+from llamaport.compile.eval_data import EvalSet
+from llamaport.quantize.schemes import QuantScheme
 
 
 def dequantized_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet, context_len: int,
                         artifact: Path) -> tuple[torch.Tensor, list[list[int]]]:
     import onnx
 
-    from quantize.onnx_dequantize import dequantized_model
-    from quantize.onnx_files import save_self_contained
-    from runtime_tests.latency import greedy
-    from runtime_tests.runners.onnxruntime_session import OrtModel
+    from llamaport.quantize.onnx_dequantize import dequantized_model
+    from llamaport.quantize.onnx_files import save_self_contained
+    from llamaport.runtime_tests.latency import greedy
+    from llamaport.runtime_tests.runners.onnxruntime_session import OrtModel
 
     with tempfile.TemporaryDirectory(prefix="llamaport-dequantized-") as tmp:
         path = Path(tmp) / "model.onnx"

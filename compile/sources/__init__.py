@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compile.checkpoint import LlamaCheckpoint
-from compile.sources.hf_folder import load_hf_folder
-from compile.sources.llama2c import load_llama2c
-from compile.sources.meta_folder import load_meta_folder
-from llamaport_errors import ConfigError
+from typing import TYPE_CHECKING
+
+from llamaport.entry import load_entry
+from llamaport.errors import ConfigError
+
+if TYPE_CHECKING:
+    from llamaport.compile.checkpoint import LlamaCheckpoint
 
 SUPPORTED = ("a Hugging Face folder (config.json + *.safetensors)", "a Meta folder (params.json + consolidated.00.pth)",
              "a llama2.c checkpoint (.bin float32, legacy or version 1; or the .pt training checkpoint)")
@@ -27,8 +29,11 @@ def detect_format(path: Path) -> str:
     raise ConfigError(f"{path}: not a checkpoint llamaport reads; supported: " + "; ".join(SUPPORTED))
 
 
-LOADERS = {"hf": load_hf_folder, "meta": load_meta_folder, "llama2c": load_llama2c}
+_S = "llamaport.compile.sources"
+# Entry points, not imports: detecting a format (build --dry-run) must not import torch.
+LOADERS = {"hf": f"{_S}.hf_folder:load_hf_folder", "meta": f"{_S}.meta_folder:load_meta_folder",
+           "llama2c": f"{_S}.llama2c:load_llama2c"}
 
 
 def load_checkpoint(path: Path) -> LlamaCheckpoint:
-    return LOADERS[detect_format(Path(path))](Path(path))
+    return load_entry(LOADERS[detect_format(Path(path))])(Path(path))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from compile.checkpoint import SUPPORTED_ARCHITECTURES, LlamaCheckpoint, check_state_dict, llama_config
-from compile.tokenizer_files import find_tokenizer
-from llamaport_errors import ConfigError
+from llamaport.compile.checkpoint import SUPPORTED_ARCHITECTURES, LlamaCheckpoint, check_state_dict, llama_config
+from llamaport.compile.tokenizer_files import find_tokenizer
+from llamaport.errors import ConfigError
 
 
 def read_json(path: Path) -> dict:

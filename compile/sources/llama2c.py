@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compile.checkpoint import LlamaCheckpoint, check_state_dict, llama_config
-from compile.layout import meta_to_hf
-from compile.sources.meta_folder import safe_torch_load
-from compile.sources.special_ids import special_ids
-from compile.tokenizer_files import find_tokenizer
-from llamaport_errors import ConfigError
+from llamaport.compile.checkpoint import LlamaCheckpoint, check_state_dict, llama_config
+from llamaport.compile.layout import meta_to_hf
+from llamaport.compile.sources.meta_folder import safe_torch_load
+from llamaport.compile.sources.special_ids import special_ids
+from llamaport.compile.tokenizer_files import find_tokenizer
+from llamaport.errors import ConfigError
 
 MAGIC_V1 = 0x616B3432  # "ak42"
 HEADER_V1_BYTES = 256

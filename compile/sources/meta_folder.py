@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from compile.checkpoint import LlamaCheckpoint, check_state_dict, llama_config
-from compile.layout import meta_to_hf
-from compile.sources.hf_folder import read_json
-from compile.sources.special_ids import special_ids
-from compile.tokenizer_files import find_tokenizer
-from llamaport_errors import ConfigError
+from llamaport.compile.checkpoint import LlamaCheckpoint, check_state_dict, llama_config
+from llamaport.compile.layout import meta_to_hf
+from llamaport.compile.sources.hf_folder import read_json
+from llamaport.compile.sources.special_ids import special_ids
+from llamaport.compile.tokenizer_files import find_tokenizer
+from llamaport.errors import ConfigError
 
 PARAMS_KEYS = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_dim_multiplier",
                "norm_eps", "rope_theta", "use_scaled_rope", "max_seq_len", "rope_scale_factor", "max_batch_size"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from compile.checkpoint import TokenizerFile
-from llamaport_errors import ConfigError
+from llamaport.compile.checkpoint import TokenizerFile
+from llamaport.errors import ConfigError
 
 LLAMA2C_BOS, LLAMA2C_EOS = 1, 2  # hard-coded in llama2.c's run.c and Llama 2's sentencepiece model
 LLAMA3_EOS_OFFSETS = (1, 9)  # <|end_of_text|>, <|eot_id|> after the 128000 base tokens

@@ -7,9 +7,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from runtime_tests.golden import Golden
-from runtime_tests.latency import LatencyProtocol, spread
-from runtime_tests.runners.executorch_runtime import _load_llm_kernels
+from llamaport.runtime_tests.golden import Golden
+from llamaport.runtime_tests.latency import LatencyProtocol, spread
+from llamaport.runtime_tests.runners.executorch_runtime import _load_llm_kernels
 
 
 def _per_run(stats) -> dict:
@@ -31,12 +31,11 @@ def _spread_or_none(values):
     return spread(kept) if kept else None
 
 
-def run(bundle: Path, manifest: dict, golden: Golden, protocol: LatencyProtocol, with_accuracy: bool) -> dict:
+def run(bundle: Path, manifest, golden: Golden, protocol: LatencyProtocol, with_accuracy: bool) -> dict:
     _load_llm_kernels()
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
-    files = manifest["runtime"]["executorch"]
-    runner = TextLLMRunner(str(bundle / files["model"]), str(bundle / files["tokenizer"]))
+    runner = TextLLMRunner(str(bundle / manifest.runtime.model), str(bundle / manifest.runtime.tokenizer))
     config = GenerationConfig(max_new_tokens=protocol.decode_tokens + 1, temperature=0.0, echo=False, num_bos=1)
     runs = []
     for _ in range(protocol.warmup + protocol.repeats):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from llamaport.runtime_tests.native_logs import native_stderr_quiet
+
 
 def _load_llm_kernels() -> None:
     # The .pte calls ExecuTorch's LLM custom ops (SDPA, KV-cache update) and quantized kernels:
@@ -24,8 +26,9 @@ class ExecuTorchModel:
         from executorch.runtime import Runtime
 
         start = time.perf_counter()
-        self.program = Runtime.get().load_program(str(pte_path))
-        self.forward = self.program.load_method("forward")
+        with native_stderr_quiet():  # the runtime logs its CPU probing on first load
+            self.program = Runtime.get().load_program(str(pte_path))
+            self.forward = self.program.load_method("forward")
         self.load_s = time.perf_counter() - start
         self.max_seq_len = self._meta("get_max_seq_len")
         self.max_context_len = self._meta("get_max_context_len")
@@ -57,10 +60,14 @@ class ExecuTorchModel:
         return torch.stack([self._step([t], i).clone() for i, t in enumerate(ids)])
 
 
-def run(bundle: Path, manifest: dict, golden, protocol, with_accuracy: bool) -> dict:
-    from runtime_tests.accuracy import accuracy_of
-    from runtime_tests.latency import measure
+def step_model(bundle: Path, runtime, model) -> ExecuTorchModel:
+    return ExecuTorchModel(Path(bundle) / runtime.model)
 
-    model = ExecuTorchModel(bundle / manifest["runtime"]["executorch"]["model"])
+
+def run(bundle: Path, manifest, golden, protocol, with_accuracy: bool) -> dict:
+    from llamaport.runtime_tests.accuracy import accuracy_of
+    from llamaport.runtime_tests.latency import measure
+
+    model = step_model(bundle, manifest.runtime, manifest.model)
     accuracy = accuracy_of(model, golden) if with_accuracy else None
     return {"load_s": model.load_s, "latency": measure(model, golden.latency_prompt, protocol), "accuracy": accuracy}

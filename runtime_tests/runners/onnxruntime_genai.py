@@ -47,10 +47,14 @@ class GenaiModel:
         return self._logits()
 
 
-def run(bundle: Path, manifest: dict, golden, protocol, with_accuracy: bool) -> dict:
-    from runtime_tests.accuracy import accuracy_of
-    from runtime_tests.latency import measure
+def step_model(bundle: Path, runtime, model) -> GenaiModel:
+    return GenaiModel((Path(bundle) / runtime.model).parent, model.context_len)
 
-    model = GenaiModel(bundle, manifest["model"]["context_len"])
+
+def run(bundle: Path, manifest, golden, protocol, with_accuracy: bool) -> dict:
+    from llamaport.runtime_tests.accuracy import accuracy_of
+    from llamaport.runtime_tests.latency import measure
+
+    model = step_model(bundle, manifest.runtime, manifest.model)
     accuracy = accuracy_of(model, golden) if with_accuracy else None
     return {"load_s": model.load_s, "latency": measure(model, golden.latency_prompt, protocol), "accuracy": accuracy}

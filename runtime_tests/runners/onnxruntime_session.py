@@ -53,16 +53,14 @@ class OrtModel:
         return torch.from_numpy(self._run(ids, 0).copy())
 
 
-def load(bundle: Path, manifest: dict) -> OrtModel:
-    model = manifest["model"]
-    return OrtModel(bundle / manifest["runtime"]["onnxruntime"]["model"], model["num_key_value_heads"],
-                    model["head_dim"], model["context_len"])
+def step_model(bundle: Path, runtime, model) -> OrtModel:
+    return OrtModel(Path(bundle) / runtime.model, model.num_key_value_heads, model.head_dim, model.context_len)
 
 
-def run(bundle: Path, manifest: dict, golden, protocol, with_accuracy: bool) -> dict:
-    from runtime_tests.accuracy import accuracy_of
-    from runtime_tests.latency import measure
+def run(bundle: Path, manifest, golden, protocol, with_accuracy: bool) -> dict:
+    from llamaport.runtime_tests.accuracy import accuracy_of
+    from llamaport.runtime_tests.latency import measure
 
-    model = load(bundle, manifest)
+    model = step_model(bundle, manifest.runtime, manifest.model)
     accuracy = accuracy_of(model, golden) if with_accuracy else None
     return {"load_s": model.load_s, "latency": measure(model, golden.latency_prompt, protocol), "accuracy": accuracy}

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from compile.checkpoint import TokenizerFile
-from compile.sources.special_ids import special_ids
-from compile.tokenizer_files import copy_into_bundle, find_tokenizer
-from llamaport_errors import ConfigError
-from runtime_tests.tokenizer import encode, load_tokenizer
+from llamaport.compile.checkpoint import TokenizerFile
+from llamaport.compile.sources.special_ids import special_ids
+from llamaport.compile.tokenizer_files import copy_into_bundle, find_tokenizer
+from llamaport.errors import ConfigError
+from llamaport.runtime_tests.tokenizer import encode, load_tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from storygen import generate_stories  # noqa: E402
 
 TEXT = "Once upon a time, there was a little cat named Tom. Tom liked to play with a red ball."
@@ -62,7 +62,8 @@ def test_llama2c_tokenizer_bin_gets_the_header_executorch_reads(tmp_path, senten
     assert tok_file.kind == "llama2c" and special_ids(tok_file) == (1, [2])
     out = tmp_path / "bundle"
     out.mkdir()
-    dest = copy_into_bundle(tok_file, out, 1, 2, vocab)
+    dest, *companions = copy_into_bundle(_checkpoint(tok_file, vocab), out)
+    assert dest.name == "tokenizer.model" and companions == []  # one name for every binary tokenizer
     assert struct.unpack_from("<iii", dest.read_bytes()) == (vocab, 1, 2)
     tok = load_tokenizer(dest)
     assert (tok.vocab_size(), tok.bos_tok(), tok.eos_tok()) == (vocab, 1, 2)
@@ -74,7 +75,12 @@ def test_llama2c_tokenizer_bin_gets_the_header_executorch_reads(tmp_path, senten
 def test_llama2c_tokenizer_bin_of_the_wrong_vocabulary_is_refused(tmp_path, sentencepiece_model):
     vocab = write_llama2c_tokenizer_bin(sentencepiece_model, tmp_path / "tokenizer.bin")
     with pytest.raises(ConfigError, match=f"holds {vocab} tokens, the model's vocabulary has 512"):
-        copy_into_bundle(TokenizerFile("llama2c", tmp_path / "tokenizer.bin"), tmp_path, 1, 2, 512)
+        copy_into_bundle(_checkpoint(TokenizerFile("llama2c", tmp_path / "tokenizer.bin"), 512), tmp_path)
+
+
+def _checkpoint(tok_file, vocab):
+    from types import SimpleNamespace
+    return SimpleNamespace(tokenizer=tok_file, bos_id=1, eos_ids=[2], config={"vocab_size": vocab})
 
 
 def test_sentencepiece_model_is_recognised_and_loaded_by_the_runner_classes(tmp_path, sentencepiece_model):

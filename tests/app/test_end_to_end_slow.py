@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from compile.cli import app
+from llamaport.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -11,19 +11,19 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["llama2c-v1", "llama2c-pt"])
 def test_fp32_bundle_of_other_llama2c_layouts_matches_full_model(fmt, sources, bundle):
     acc = bundle(sources[fmt], "et-xnnpack-fp32").accuracy
-    assert acc["greedy_identical"] and acc["same_top1_pct"] == 100.0
+    assert acc.greedy_identical and acc.vs_full.same_top1_pct == 100.0
 
 
 def test_random_llama32_shaped_model_with_tied_embeddings_and_rope_scaling(tiny_random_hf, bundle):
     """Random weights: top-1 is fragile, but fp32 must still match the full model to rounding."""
-    acc = bundle(tiny_random_hf, "et-xnnpack-fp32").accuracy
-    assert acc["kld_mean"] < 1e-6 and acc["max_abs_logit_error"] < 1e-3
+    acc = bundle(tiny_random_hf, "et-xnnpack-fp32").accuracy.vs_full
+    assert acc.kld_mean < 1e-6 and acc.max_abs_logit_error < 1e-3
 
 
 def test_gate_not_met_exits_3_with_a_table_and_writes_nothing(tmp_path, tiny_random_hf):
     targets = tmp_path / "t.toml"
     targets.write_text('[[target]]\nname = "strict-cpu"\nos = "linux"\narch = "x86_64"\nruntime = "executorch"\n'
-                       'backends = ["xnnpack"]\nlinear_schemes = ["fp32", "8da4w"]\nmemory_budget_mb = 1024\n'
+                       'backends = ["xnnpack", "portable"]\nlinear_schemes = ["fp32", "8da4w"]\nmemory_budget_mb = 1024\n'
                        'default_context_len = 128\ngates = [{metric = "ppl_ratio", max = 0.5}]\n')
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["build", str(tiny_random_hf), "--recipe", "et-xnnpack-fp32",
@@ -51,7 +51,7 @@ def test_sweep_builds_checks_and_names_the_smallest_and_fastest_passing(tmp_path
     assert [f["metric"] for f in q4["gate_failures"]] == ["kld_mean"] and q4["summary"]["kld_mean"] > 1e-3
     compare = json.loads((out / "compare" / "compare.json").read_text())
     assert {b["name"] for b in compare["builds"]} == set(status)
-    assert (out / "bundles" / "et-xnnpack-8da4w-g32" / "golden.safetensors").is_file()
+    assert (out / "bundles" / "et-xnnpack-8da4w-g32" / "check" / "golden.safetensors").is_file()
     assert "smallest passing: et-xnnpack-fp32" in result.stdout
 
 
@@ -59,15 +59,15 @@ def test_large_vocabulary_keeps_top_k_golden_logits_and_still_checks_exactly(tmp
     """Vocabulary 4096: every logit would be 4 MB per reference, so the golden keeps the top-64; the fp32
     bundle still checks at KLD < 1e-6 through the top-k path (random weights: near-uniform logits, so
     top-1 may flip on rounding at a few positions)."""
-    import json
     import shutil
 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from compile.check_options import check_request
-    from compile.pipeline import DEFAULT_MODEL
-    from runtime_tests.harness import check_bundle
+    from llamaport.check_options import check_request
+    from llamaport.compile.pipeline import DEFAULT_MODEL
+    from llamaport.runtime_tests.harness import check_bundle
+    from llamaport.runtime_tests.latency import LatencyProtocol
 
     folder = tmp_path_factory.mktemp("big_vocab")
     torch.manual_seed(0)
@@ -76,14 +76,14 @@ def test_large_vocabulary_keeps_top_k_golden_logits_and_still_checks_exactly(tmp
                                  bos_token_id=1, eos_token_id=2)).save_pretrained(folder, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(DEFAULT_MODEL / name, folder / name)
-    bundle_dir = bundle(folder, "et-xnnpack-fp32").artifact.parent
-    golden = json.loads((bundle_dir / "manifest.json").read_text())["golden"]
-    assert golden["references"] == {"full": "topk", "quantized": "topk"} and golden["top_k"] == 64
-    assert golden["bytes"] < 0.45e6  # vs 2 x 4.2 MB with every logit
-    report = check_bundle(check_request(bundle_dir, "local", None, None, (), 8, 0, 1))
-    s = report["summary"]
-    assert s["kld_mean"] < 1e-6 and s["same_top1_pct"] >= 98.0 and s["logit_sqnr_db"] > 80
-    assert report["runners"]["executorch-runtime"]["accuracy"]["vs_full"]["logits_compared"] == "topk"
+    build = bundle(folder, "et-xnnpack-fp32")
+    golden = build.manifest.golden
+    assert golden.references == {"full": "topk", "quantized": "topk"} and golden.top_k == 64
+    assert golden.bytes < 0.45e6  # vs 2 x 4.2 MB with every logit
+    report = check_bundle(check_request(build.bundle, "local", None, None, (), LatencyProtocol(8, 0, 1)))
+    s = report.summary
+    assert s.kld_mean < 1e-6 and s.same_top1_pct >= 98.0 and s.logit_sqnr_db > 80
+    assert report.runners["executorch-runtime"].accuracy.vs_full.logits_compared == "topk"
 
 
 def test_sweep_over_the_ort_target_compares_both_onnx_layouts(tmp_path):

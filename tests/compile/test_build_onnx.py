@@ -6,33 +6,42 @@ import json
 import numpy as np
 import pytest
 
-from compile.pipeline import DEFAULT_MODEL
+from llamaport.compile.pipeline import DEFAULT_MODEL
 
 LAYOUTS = ("ortgenai-cpu", "onnx-cpu")
 
 
+def _vs_full(build):
+    return build.accuracy_detail["vs_full"]
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("fmt", ["hf", "meta", "llama2c-legacy"])
-def test_fp32_onnx_bundles_of_each_format_match_the_full_model_greedily(layout, fmt, sources, bundle):
-    acc = bundle(sources[fmt], f"{layout}-fp32").accuracy
+@pytest.mark.parametrize("fmt", ["hf", pytest.param("meta", marks=pytest.mark.slow),
+                                 pytest.param("llama2c-legacy", marks=pytest.mark.slow)])
+def test_fp32_onnx_bundles_match_the_full_model_greedily(layout, fmt, sources, bundle):
+    acc = _vs_full(bundle(sources[fmt], f"{layout}-fp32"))
     assert acc["greedy_tokens"] == 64
     assert acc["greedy_match_lengths"] == [64, 64, 64] and acc["greedy_identical"]
     assert acc["same_top1_pct"] == 100.0 and acc["kld_mean"] < 1e-6 and acc["max_abs_logit_error"] < 1e-3
 
 
-def test_onnxruntime_genai_loads_the_bundle_unmodified_and_generates_the_full_models_text(bundle, default_checkpoint):
-    """What an app does with onnxruntime-genai's API: og.Model on the folder, its tokenizer, BOS prepended."""
+def test_onnxruntime_genai_loads_the_app_folder_unmodified_and_generates_the_full_models_text(bundle, default_checkpoint):
+    """What an app does with onnxruntime-genai's API: og.Model on model/, its tokenizer told to add BOS (as the
+    manifest says), greedy search to EOS or the length."""
     import onnxruntime_genai as og
     from tokenizers import Tokenizer
 
-    from compile.reference import full_model, greedy_tokens
+    from llamaport.compile.reference import full_model, greedy_tokens
 
-    folder = bundle(DEFAULT_MODEL, "ortgenai-cpu-fp32").artifact.parent
-    manifest = json.loads((folder / "manifest.json").read_text())
+    build = bundle(DEFAULT_MODEL, "ortgenai-cpu-fp32")
+    folder = build.bundle / "model"
+    assert 'add_special_tokens="true"' in build.manifest.runtime.bos
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)
+    tokenizer.update_options(add_special_tokens="true")
     prompt = "Once upon a time, there was a little cat named Tom."
-    ids = [manifest["model"]["bos_id"], *tokenizer.encode(prompt)]
+    ids = list(tokenizer.encode(prompt))
+    assert ids[0] == build.manifest.model.bos_id
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + 24, do_sample=False)
     generator = og.Generator(model, params)
@@ -47,32 +56,50 @@ def test_onnxruntime_genai_loads_the_bundle_unmodified_and_generates_the_full_mo
     assert text == Tokenizer.from_file(str(folder / "tokenizer.json")).decode(expected) and len(text) > 60
 
 
+def test_og_tokenizer_encodes_the_golden_prompts_to_the_golden_ids(bundle):
+    """The ids a device was judged on are the ids an app gets from onnxruntime-genai's own tokenizer, BOS
+    included, once it is told to add special tokens (0.15.2 creates it with add_special_tokens=false)."""
+    import onnxruntime_genai as og
+
+    build = bundle(DEFAULT_MODEL, "ortgenai-cpu-fp32")
+    tokenizer = og.Tokenizer(og.Model(str(build.bundle / "model")))
+    without = [list(tokenizer.encode(t)) for t in build.golden.prompt_texts]
+    tokenizer.update_options(add_special_tokens="true")
+    golden = build.golden
+    assert [list(tokenizer.encode(t)) for t in golden.prompt_texts] == golden.prompts
+    assert list(tokenizer.encode(golden.latency_prompt_text)) == golden.latency_prompt
+    assert without == [p[1:] for p in golden.prompts]  # the default: no BOS, the reason the option is needed
+
+
 def test_genai_bundle_holds_the_model_its_config_and_the_tokenizer(bundle):
+    import onnx
+
     build = bundle(DEFAULT_MODEL, "ortgenai-cpu-8da4w-g32")
-    folder = build.artifact.parent
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert {f["path"] for f in manifest["files"]} == {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json",
-                                                      "tokenizer_config.json", "accuracy.json", "golden.safetensors"}
-    runtime = manifest["runtime"]["onnxruntime"]
-    assert runtime["layout"] == "onnxruntime-genai" and runtime["artifact_files"] == ["model.onnx", "model.onnx.data"]
-    assert runtime["quantization"]["block_size"] == 32 and runtime["quantization"]["accuracy_level"] == 4
-    config = json.loads((folder / "genai_config.json").read_text())
+    m = build.manifest
+    assert {f.path for f in m.app_files()} == {"model/model.onnx", "model/model.onnx.data", "model/genai_config.json",
+                                               "model/tokenizer.json", "model/tokenizer_config.json",
+                                               "model/generation_config.json"}
+    assert m.runtime.layout == "onnxruntime-genai" and m.runtime.artifact_files == ("model/model.onnx", "model/model.onnx.data")
+    assert m.runtime.app_config == "model/genai_config.json"
+    assert m.runtime.min_runtime == f"onnxruntime-genai>={m.versions['onnxruntime-genai']}"
+    assert m.lowering.quantization["block_size"] == 32 and m.lowering.quantization["accuracy_level"] == 4
+    config = json.loads((build.bundle / m.runtime.app_config).read_text())
     assert config["search"]["max_length"] == config["model"]["context_length"] == 256
     assert config["model"]["bos_token_id"] == 1 and config["model"]["eos_token_id"] == 2
-    import onnx
-    ops = {n.op_type for n in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.node}
+    ops = {n.op_type for n in onnx.load(str(build.artifact), load_external_data=False).graph.node}
     assert {"MatMulNBits", "GroupQueryAttention"} <= ops and "MatMul" not in ops  # every linear is int4
+    # per layer: q, k and v packed into one MatMul by the builder, o, gate, up, down; plus the output layer
+    assert m.lowering.op_counts["MatMulNBits"] == 4 * 5 + 1 and "MatMul" not in m.lowering.op_counts
 
 
 def test_int4_g32_keeps_top1_and_perplexity(bundle):
     build = bundle(DEFAULT_MODEL, "ortgenai-cpu-8da4w-g32")
-    acc = build.accuracy
-    assert acc["same_top1_pct"] >= 90.0 and acc["ppl_ratio"] <= 1.05
+    assert build.accuracy.vs_full.same_top1_pct >= 90.0 and build.accuracy.vs_full.ppl_ratio <= 1.05
     fp32 = bundle(DEFAULT_MODEL, "ortgenai-cpu-fp32")
-    size = lambda b: sum((b.artifact.parent / n).stat().st_size for n in ("model.onnx", "model.onnx.data"))  # noqa: E731
-    assert size(build) < 0.3 * size(fp32)
+    assert build.manifest.artifact_bytes() < 0.3 * fp32.manifest.artifact_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_4bit_embedding_is_block_quantized_and_keeps_top1(layout, bundle):
     import onnx
@@ -80,46 +107,43 @@ def test_4bit_embedding_is_block_quantized_and_keeps_top1(layout, bundle):
     build = bundle(DEFAULT_MODEL, f"{layout}-8da4w-g32-emb4g32")
     graph = onnx.load(str(build.artifact), load_external_data=False).graph
     assert [n.op_type for n in graph.node if "embed_tokens" in n.name] == ["GatherBlockQuantized"]
-    assert build.accuracy["same_top1_pct"] >= 90.0 and build.accuracy["ppl_ratio"] <= 1.05
+    assert build.accuracy.vs_full.same_top1_pct >= 90.0 and build.accuracy.vs_full.ppl_ratio <= 1.05
     body_only = bundle(DEFAULT_MODEL, f"{layout}-8da4w-g32")
-    data = lambda b: (b.artifact.parent / "model.onnx.data").stat().st_size  # noqa: E731
     fp32_table, int4_table = 512 * 128 * 4, 512 * 128 * (0.5 + 4 / 32)  # 4-bit codes and an fp32 scale per 32
-    assert data(body_only) - data(build) == pytest.approx(fp32_table - int4_table, rel=0.1)
+    assert body_only.manifest.artifact_bytes() - build.manifest.artifact_bytes() == pytest.approx(
+        fp32_table - int4_table, rel=0.1)
 
 
+@pytest.mark.slow
 def test_weight_only_int4_has_no_lowering_gap_against_its_dequantized_weights(bundle):
     """4w computes in fp32 (accuracy level 1): the bundle and its dequantized reference are the same numbers,
     so the whole gap to the full model is weight rounding. This also proves the dequantizer reads MatMulNBits right."""
-    acc = bundle(DEFAULT_MODEL, "ortgenai-cpu-4w-g32").accuracy
-    assert acc["lowering_gap"]["max_abs_logit_error"] < 1e-3 and acc["lowering_gap"]["same_top1_pct"] == 100.0
-    assert acc["vs_full"]["kld_mean"] > 100 * acc["lowering_gap"]["kld_mean"]
+    detail = bundle(DEFAULT_MODEL, "ortgenai-cpu-4w-g32").accuracy_detail
+    assert detail["lowering_gap"]["max_abs_logit_error"] < 1e-3 and detail["lowering_gap"]["same_top1_pct"] == 100.0
+    assert detail["vs_full"]["kld_mean"] > 100 * detail["lowering_gap"]["kld_mean"]
 
 
 def test_hf_layout_loads_in_optimum_and_generates_what_our_runner_does(bundle):
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
+    from llamaport.runtime_tests.latency import greedy
+    from llamaport.runtime_tests.runners.onnxruntime_session import step_model
+
     build = bundle(DEFAULT_MODEL, "onnx-cpu-8da4w-g32")
-    folder = build.artifact.parent
-    model = ORTModelForCausalLM.from_pretrained(str(folder))
+    model = ORTModelForCausalLM.from_pretrained(str(build.bundle / "model"))
     prompt = build.golden.prompts[0]
     out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                          max_new_tokens=20, do_sample=False, min_new_tokens=20)
-    from runtime_tests.latency import greedy
-    from runtime_tests.runners.onnxruntime_session import load
-
-    ours = greedy(load(folder, json.loads((folder / "manifest.json").read_text())), prompt, 20)
+    ours = greedy(step_model(build.bundle, build.manifest.runtime, build.manifest.model), prompt, 20)
     assert out[0, len(prompt):].tolist() == ours
-    assert build.accuracy["same_top1_pct"] >= 90.0 and build.accuracy["ppl_ratio"] <= 1.05
+    assert build.accuracy.vs_full.same_top1_pct >= 90.0 and build.accuracy.vs_full.ppl_ratio <= 1.05
 
 
 def test_dynamic_int8_uses_integer_matmuls_and_keeps_top1(bundle):
-    import onnx
-
     build = bundle(DEFAULT_MODEL, "onnx-cpu-8da8w")
-    ops = [n.op_type for n in onnx.load(str(build.artifact), load_external_data=False).graph.node]
-    assert ops.count("MatMulInteger") == 4 * 7 + 1  # every linear of 4 layers and the output layer
-    assert build.accuracy["same_top1_pct"] >= 95.0 and build.accuracy["ppl_ratio"] <= 1.02
+    assert build.manifest.lowering.op_counts["MatMulInteger"] == 4 * 7 + 1  # every linear of 4 layers and the output
+    assert build.accuracy.vs_full.same_top1_pct >= 95.0 and build.accuracy.vs_full.ppl_ratio <= 1.02
 
 
 def test_onnxruntime_rtn_crashes_on_an_odd_block_count_so_such_recipes_are_refused(tmp_path, bundle):
@@ -135,10 +159,11 @@ def test_onnxruntime_rtn_crashes_on_an_odd_block_count_so_such_recipes_are_refus
         quantizer.process()
 
 
+@pytest.mark.slow
 def test_even_block_rtn_and_hqq_build_and_keep_top1(bundle):
     for recipe in ("onnx-cpu-4w-g32-rtn", "onnx-cpu-8da4w-g32-hqq"):
-        acc = bundle(DEFAULT_MODEL, recipe).accuracy
-        assert acc["same_top1_pct"] >= 90.0 and acc["ppl_ratio"] <= 1.05, recipe
+        acc = bundle(DEFAULT_MODEL, recipe).accuracy.vs_full
+        assert acc.same_top1_pct >= 90.0 and acc.ppl_ratio <= 1.05, recipe
 
 
 def test_a_quantized_model_never_points_at_its_sources_data_file(tmp_path):
@@ -147,9 +172,9 @@ def test_a_quantized_model_never_points_at_its_sources_data_file(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from quantize import resolve_scheme
-    from quantize.onnx_files import external_data_files, save_self_contained
-    from quantize.onnx_map import quantize_onnx
+    from llamaport.quantize import resolve_scheme
+    from llamaport.quantize.onnx_files import external_data_files, save_self_contained
+    from llamaport.quantize.onnx_map import quantize_onnx
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((256, 128)).astype(np.float32)
@@ -175,8 +200,8 @@ def test_a_model_pointing_outside_its_folder_is_refused(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from llamaport_errors import ConfigError
-    from quantize.onnx_files import external_data_files
+    from llamaport.errors import ConfigError
+    from llamaport.quantize.onnx_files import external_data_files
 
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "weights.bin").write_bytes(np.zeros(4, np.float32).tobytes())
@@ -191,9 +216,10 @@ def test_a_model_pointing_outside_its_folder_is_refused(tmp_path):
         external_data_files(tmp_path / "bundle" / "model.onnx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_llama32_shaped_model_with_tied_embeddings_and_rope_scaling_exports_exactly(layout, tiny_random_hf, bundle):
     """Llama 3.2's features (tied embeddings, GQA, llama3 RoPE scaling) survive both ONNX exporters. Random
     weights make top-1 fragile (near-ties), so fp32 is held to the logits."""
-    acc = bundle(tiny_random_hf, f"{layout}-fp32").accuracy
-    assert acc["kld_mean"] < 1e-6 and acc["max_abs_logit_error"] < 1e-3
+    acc = bundle(tiny_random_hf, f"{layout}-fp32").accuracy.vs_full
+    assert acc.kld_mean < 1e-6 and acc.max_abs_logit_error < 1e-3

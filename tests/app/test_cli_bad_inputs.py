@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from compile.cli import app
-from compile.pipeline import DEFAULT_MODEL
+from llamaport.cli import app
+from llamaport.compile.pipeline import DEFAULT_MODEL
 from tests import source_writers
 
 runner = CliRunner()
@@ -119,7 +119,8 @@ def test_weights_that_do_not_match_the_config(tmp_path, hf_copy):
 def test_scheme_the_target_cannot_run_is_refused_before_loading(tmp_path):
     targets = tmp_path / "targets.toml"
     targets.write_text('[[target]]\nname = "mcu-fp32-only"\nos = "none"\narch = "armv8m"\nruntime = "executorch"\n'
-                       'backends = ["xnnpack"]\nlinear_schemes = ["fp32"]\nmemory_budget_mb = 8\ndefault_context_len = 128\n')
+                       'backends = ["xnnpack", "portable"]\nlinear_schemes = ["fp32"]\nmemory_budget_mb = 8\n'
+                       'default_context_len = 128\n')
     missing_model = tmp_path / "never-read"
     missing_model.mkdir()
     result, out = _build(tmp_path, missing_model, "--target", "mcu-fp32-only", "--targets-file", targets)
@@ -139,8 +140,8 @@ def test_dry_run_resolves_without_reading_weights(tmp_path):
     result = runner.invoke(app, ["build", "--dry-run", "--json", "--recipe", "et-xnnpack-8w", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert plan["recipe"]["id"] == "et-xnnpack-8w" and plan["source_format"] == "hf"
-    assert plan["target"]["name"] == "linux-x86_64-xnnpack"
+    assert plan["recipe"] == "et-xnnpack-8w" and plan["source_format"] == "hf"
+    assert plan["target"] == "linux-x86_64-xnnpack" and plan["recipe_fields"]["scheme"]["id"] == "8w"
     assert not (tmp_path / "o").exists()
 
 
@@ -151,7 +152,7 @@ def test_check_refuses_a_folder_that_is_not_a_bundle(tmp_path):
 
 def test_check_refuses_an_unknown_device(tmp_path):
     result = runner.invoke(app, ["check", str(tmp_path), "--device", "pixel9", "--out", str(tmp_path / "out")])
-    assert_refused(result, tmp_path / "out", "unknown device 'pixel9'; known: local")
+    assert_refused(result, tmp_path / "out", "unknown device 'pixel9'; valid: local")
 
 
 def test_compare_refuses_a_file_that_is_not_a_report(tmp_path):

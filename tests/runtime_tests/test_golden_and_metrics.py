@@ -1,13 +1,16 @@
 """Golden outputs, accuracy metrics, gates and the Pareto front, on synthetic logits (no builds)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from runtime_tests.compare import pareto_front
-from runtime_tests.gates import missed_gates, with_overrides
-from runtime_tests.golden import Golden, Reference
-from runtime_tests.metrics import SQNR_CEILING_DB, compare_to_reference, sqnr_db
-from targets import Gate
+from llamaport.errors import ConfigError
+from llamaport.runtime_tests.compare import pareto_front
+from llamaport.runtime_tests.gates import missed_gates, with_overrides
+from llamaport.runtime_tests.golden import Golden, Reference
+from llamaport.runtime_tests.metrics import SQNR_CEILING_DB, compare_to_reference, sqnr_db
+from llamaport.targets import Gate
 
 
 def _logits(positions=40, vocab=2000, seed=0, sharpness=4.0):
@@ -54,7 +57,7 @@ def test_sqnr_in_db():
 
 
 def test_decode_as_a_fraction_of_the_bandwidth_bound():
-    from runtime_tests.latency import memory_bound_fraction
+    from llamaport.runtime_tests.latency import memory_bound_fraction
 
     # 30 GB/s over a 1.5 GB model bounds decode at 20 tokens/s; 15 tokens/s is 75 % of it
     assert memory_bound_fraction(15.0, 1_500_000_000, 30.0) == pytest.approx(0.75)
@@ -68,8 +71,8 @@ def test_golden_round_trips_through_the_bundle_file(tmp_path):
     golden = Golden(ids=ids, prompt_texts=["a b", "c"], prompts=[[1, 3], [1, 4]], greedy_tokens=2,
                     latency_prompt_text="a b c", latency_prompt=[1, 3, 4], eval_source="x.txt", references=refs,
                     quantization_gap={"kld_mean": 0.5})
-    golden.save(tmp_path)
-    back = Golden.load(tmp_path)
+    golden.save(tmp_path / "check" / "golden.safetensors")
+    back = Golden.load(tmp_path / "check" / "golden.safetensors")
     assert back.ids == ids and back.prompts == golden.prompts and back.quantization_gap == {"kld_mean": 0.5}
     assert back.references["full"].kind == "full" and back.references["quantized"].kind == "topk"
     assert torch.equal(back.references["full"].logits, refs["full"].logits)
@@ -81,15 +84,16 @@ def test_golden_round_trips_through_the_bundle_file(tmp_path):
 def test_gates_say_which_and_by_how_much_and_overrides_replace():
     gates = with_overrides((Gate("same_top1_pct", min=85.0), Gate("kld_mean", max=0.1)), [Gate("kld_mean", max=0.001)])
     assert [g.describe() for g in gates] == ["same_top1_pct >= 85.0", "kld_mean <= 0.001"]
-    failures = missed_gates({"same_top1_pct": 80.0, "kld_mean": 0.004}, gates)
-    assert [(f["metric"], round(f["missed_by"], 6)) for f in failures] == [("same_top1_pct", 5.0), ("kld_mean", 0.003)]
-    with pytest.raises(KeyError, match="decode_tokens_per_s"):
-        missed_gates({}, [Gate("decode_tokens_per_s", min=1.0)])
+    measured = SimpleNamespace(same_top1_pct=80.0, kld_mean=0.004)
+    failures = missed_gates(measured, gates)
+    assert [(f.metric, round(f.missed_by, 6)) for f in failures] == [("same_top1_pct", 5.0), ("kld_mean", 0.003)]
+    with pytest.raises(ConfigError, match="decode_tokens_per_s"):
+        missed_gates(measured, [Gate("decode_tokens_per_s", min=1.0)])
 
 
 def test_pareto_front_keeps_only_undominated_builds():
     def build(name, mb, tps, kld):
-        return {"name": name, "artifact_bytes": mb, "decode_tokens_per_s": tps, "kld_mean": kld}
+        return SimpleNamespace(name=name, artifact_bytes=mb, decode_tokens_per_s=tps, kld_mean=kld)
     rows = [build("fp32", 100, 10, 0.0), build("8w", 40, 9, 1e-5), build("8da4w", 20, 30, 1e-2),
             build("worse", 30, 20, 2e-2), build("8da4w-copy", 20, 30, 1e-2)]
     assert pareto_front(rows) == {"fp32", "8w", "8da4w", "8da4w-copy"}

@@ -4,10 +4,10 @@ against ExecuTorch's own Meta-layout Llama, including Llama 3.1 rope scaling and
 import pytest
 import torch
 
-from compile.layout import hf_to_meta, hf_to_meta_rope, meta_to_hf, meta_to_hf_rope
-from compile.reference import full_model
-from compile.sources import load_checkpoint
-from compile.exporters.executorch import meta_params
+from llamaport.compile.layout import hf_to_meta, hf_to_meta_rope, meta_to_hf, meta_to_hf_rope
+from llamaport.compile.reference import full_model
+from llamaport.compile.sources import load_checkpoint
+from llamaport.compile.exporters.executorch import meta_params
 
 
 @pytest.mark.parametrize("fmt", ["meta", "llama2c-legacy", "llama2c-v1", "llama2c-pt"])

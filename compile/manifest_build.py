@@ -1,0 +1,43 @@
+"""The manifest assembled from a finished Build: the one writer of the bundle contract."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+from llamaport.compile.bundle import file_entry, now_utc, package_versions
+from llamaport.runtime_tests.manifest import (GOLDEN_PATH, MANIFEST, MANIFEST_SCHEMA_VERSION, GoldenInfo, Manifest,
+                                              RecipeInfo, SourceInfo)
+
+
+def recipe_info(recipe) -> RecipeInfo:
+    s = recipe.scheme
+    return RecipeInfo(id=recipe.id, exporter=recipe.exporter, backend=recipe.backend, runtime=recipe.runtime,
+                      scheme=s.id, full_precision=s.linear_kinds() == {"fp32"} and s.embedding.bits == 32,
+                      scheme_fields=s.to_dict())
+
+
+def _golden_info(build) -> GoldenInfo:
+    g = build.golden
+    full = g.references["full"]
+    return GoldenInfo(file=GOLDEN_PATH, bytes=(build.staging / GOLDEN_PATH).stat().st_size, eval_source=g.eval_source,
+                      positions=len(g.ids) - 1, references={k: r.kind for k, r in g.references.items()},
+                      top_k=None if full.kind == "full" else int(full.topk_ids.shape[1]), prompts=len(g.prompts),
+                      greedy_tokens=g.greedy_tokens, latency_prompt_tokens=len(g.latency_prompt))
+
+
+def _source_info(build) -> SourceInfo:
+    ckpt = build.checkpoint
+    return SourceInfo(format=ckpt.source_format, path=str(Path(build.request.model).resolve()),
+                      files=tuple(file_entry(p) for p in ckpt.source_files), tokenizer_kind=ckpt.tokenizer.kind,
+                      tokenizer=file_entry(ckpt.tokenizer.path))
+
+
+def assemble_manifest(build) -> Manifest:
+    staging = build.staging
+    files = tuple(file_entry(p, staging) for p in sorted(staging.rglob("*")) if p.is_file() and p.name != MANIFEST)
+    return Manifest(
+        schema_version=MANIFEST_SCHEMA_VERSION, created=now_utc(), llamaport_version=metadata.version("llamaport"),
+        source=_source_info(build), recipe=recipe_info(build.recipe), target=build.target, model=build.model_facts,
+        runtime=build.runtime_entry, lowering=build.exported.lowering, golden=_golden_info(build),
+        accuracy=build.accuracy, versions=package_versions(), timings_s=dict(build.timings), files=files)

@@ -1,0 +1,85 @@
+"""What each exporter is and can do, in one frozen record per exporter: the recipe prefix, the runtime and
+backends it builds for, the files its artifact is made of, the layout an app loads, the runners that
+check it, the schemes it can express, and its code as dotted entry points (llamaport.entry.load_entry), so
+reading this table imports nothing heavy. Adding an exporter is adding one record here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llamaport.quantize.schemes import QuantScheme
+
+_C, _R = "llamaport.compile.exporters", "llamaport.runtime_tests.runners"
+
+
+@dataclass(frozen=True)
+class Exporter:
+    id: str
+    recipe_prefix: str
+    runtime: str
+    backends: tuple[str, ...]
+    artifact: str  # the model file the runtime loads ...
+    artifact_data: bool  # ... and whether external weight data sits beside it (model.onnx.data)
+    layout: str  # what an app loads: executorch-pte | onnxruntime-genai | huggingface-onnx
+    load_with: str  # how an app loads the bundle's model/ folder with the runtime as it is
+    app_config: str | None  # the runtime's own config file in model/, if the layout has one
+    runtime_package: str  # the package whose version is the bundle's minimum runtime
+    runners: tuple[str, ...]  # runner ids that check it; the first scores accuracy and gives the headline
+    builds: Callable[[QuantScheme], bool]  # the schemes it can express
+    export: str  # (checkpoint, scheme, context_len, backends, work) -> Exported
+    quantized_reference: str  # (checkpoint, scheme, eval_set, context_len, artifact) -> (logits, greedy)
+    step_model: str  # (model folder, manifest) -> the first runner's model object, for the build's gate
+
+
+def _executorch_builds(s: QuantScheme) -> bool:
+    return not s.algorithms()  # torchao's own choice of rounding; see quantize.torchao_map
+
+
+def _onnx_embedding_fits(s: QuantScheme) -> bool:
+    """onnxruntime quantizes an embedding only as GatherBlockQuantized, 4-bit, in the linears' blocks."""
+    emb = s.embedding
+    return emb.bits == 32 or (emb.bits == 4 and s.linear.kind in ("4w", "8da4w") and emb.group_size == s.linear.group_size
+                              and not s.algorithms())
+
+
+def _ort_genai_builds(s: QuantScheme) -> bool:
+    """The builder quantizes every MatMul alike (MatMulNBits, 4-bit) except an output layer it may skip; it
+    has no per-channel int8 MatMul, and its algorithms are not the ones our ids name."""
+    body, head = s.linear, s.output_quant
+    return (body.kind in ("fp32", "4w", "8da4w") and not s.algorithms() and _onnx_embedding_fits(s)
+            and (head == body or head.kind == "fp32"))
+
+
+def _optimum_onnx_builds(s: QuantScheme) -> bool:
+    """onnxruntime's quantizers on the exported graph: MatMulNBits (4w, 8da4w) or dynamic int8 (8da8w)."""
+    body, head = s.linear, s.output_quant
+    return (body.kind in ("fp32", "4w", "8da4w", "8da8w") and _onnx_embedding_fits(s)
+            and (head == body or head.kind == "fp32"))
+
+
+EXPORTERS: dict[str, Exporter] = {e.id: e for e in (
+    Exporter(
+        id="executorch", recipe_prefix="et", runtime="executorch", backends=("xnnpack",),
+        artifact="model.pte", artifact_data=False, layout="executorch-pte", app_config=None,
+        load_with="executorch.extension.llm.runner.TextLLMRunner('model/model.pte', 'model/<tokenizer>'); "
+                  "Android LlmModule / iOS TextLLMRunner with the same two paths",
+        runtime_package="executorch", runners=("executorch-runtime", "executorch-llm-runner"),
+        builds=_executorch_builds, export=f"{_C}.executorch:export",
+        quantized_reference="llamaport.compile.golden_build:quantized_eager_outputs",
+        step_model=f"{_R}.executorch_runtime:step_model"),
+    Exporter(
+        id="ort-genai", recipe_prefix="ortgenai", runtime="onnxruntime", backends=("cpu",),
+        artifact="model.onnx", artifact_data=True, layout="onnxruntime-genai", app_config="genai_config.json",
+        load_with="onnxruntime_genai.Model('model')", runtime_package="onnxruntime-genai",
+        runners=("onnxruntime-genai", "onnxruntime"), builds=_ort_genai_builds, export=f"{_C}.onnx_genai:export",
+        quantized_reference=f"{_C}.onnx_reference:dequantized_outputs",
+        step_model=f"{_R}.onnxruntime_genai:step_model"),
+    Exporter(
+        id="optimum-onnx", recipe_prefix="onnx", runtime="onnxruntime", backends=("cpu",),
+        artifact="model.onnx", artifact_data=True, layout="huggingface-onnx", app_config="config.json",
+        load_with="optimum.onnxruntime.ORTModelForCausalLM.from_pretrained('model')", runtime_package="onnxruntime",
+        runners=("onnxruntime",), builds=_optimum_onnx_builds, export=f"{_C}.onnx_optimum:export",
+        quantized_reference=f"{_C}.onnx_reference:dequantized_outputs",
+        step_model=f"{_R}.onnxruntime_session:step_model"),
+)}

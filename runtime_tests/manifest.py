@@ -1,0 +1,206 @@
+"""The bundle contract: manifest.json as frozen dataclasses with a versioned to_dict/from_dict.
+
+Every reader of a bundle goes through `Manifest` (apps' loaders, the device runner, the check, the farm).
+A bundle is two folders plus this file:
+  model/  exactly what the runtime loads: the model file (and its external data), the tokenizer under a
+          fixed name, the runtime's own config, the source's chat template and generation defaults;
+  check/  what a device is judged by: the golden outputs and the build's accuracy.
+An app team copies model/ as it is. Stdlib only: a device reads it with nothing but a runtime installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+from llamaport.errors import ConfigError
+from llamaport.targets import Target
+from llamaport.typed import Versioned
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 2
+APP_FOLDER, CHECK_FOLDER = "model", "check"
+GOLDEN_PATH, ACCURACY_PATH = f"{CHECK_FOLDER}/golden.safetensors", f"{CHECK_FOLDER}/accuracy.json"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative to the bundle folder
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    format: str  # hf | meta | llama2c
+    path: str
+    files: tuple[FileEntry, ...]
+    tokenizer_kind: str  # hf_json | sentencepiece | tiktoken | llama2c
+    tokenizer: FileEntry
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    id: str
+    exporter: str
+    backend: str
+    runtime: str
+    scheme: str  # the scheme id, e.g. 8da4w-g32
+    full_precision: bool  # fp32 linears and embedding: the baseline other builds are timed against
+    scheme_fields: dict  # the scheme as quantize.QuantScheme.to_dict gives it, for people and rebuilds
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    tie_word_embeddings: bool
+    bos_id: int
+    eos_ids: tuple[int, ...]
+    context_len: int
+    rope_theta: float
+    rope_scaling: dict | None
+    rope_layout: str  # how q/k weights are laid out in the artifact: meta-interleaved | hf-rotate-half
+    parameters: int
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """What an app needs to load model/ with the runtime as it is."""
+
+    runtime: str
+    layout: str  # executorch-pte | onnxruntime-genai | huggingface-onnx
+    model: str  # path of the model file, relative to the bundle
+    artifact_files: tuple[str, ...]  # the model file and the weight data it needs
+    tokenizer: str
+    load_with: str
+    min_runtime: str  # e.g. "executorch>=1.5.1": the oldest runtime the bundle was built and checked with
+    runners: tuple[str, ...]  # the check's runners for this layout; the first gives the headline
+    bos: str  # how an app gets BOS first, as the golden ids have it, with this runtime's own API
+    app_config: str | None = None  # genai_config.json / config.json
+    tokenizer_config: str | None = None
+    generation_config: str | None = None
+    chat_template: str | None = None  # the source's, where it has one (instruct models)
+    generation_defaults: dict = field(default_factory=dict)
+
+    @property
+    def folder(self) -> str:
+        return APP_FOLDER
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """ExecuTorch's delegation summary (executorch.devtools.backend_debug.get_delegation_info)."""
+
+    backends: tuple[str, ...]
+    delegated_subgraphs: int
+    delegated_nodes: int
+    non_delegated_nodes: int
+    delegated_ops: dict[str, int]
+    non_delegated_ops: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """What was applied and what was lowered."""
+
+    quantization: dict  # per layer family: torchao's config_to_dict, or onnxruntime's quantizer settings
+    delegation: Delegation | None = None  # ExecuTorch
+    op_counts: dict[str, int] | None = None  # ONNX: node types in the graph
+
+
+@dataclass(frozen=True)
+class GoldenInfo:
+    file: str
+    bytes: int
+    eval_source: str
+    positions: int
+    references: dict[str, str]  # reference name -> "full" (every logit) | "topk"
+    top_k: int | None
+    prompts: int
+    greedy_tokens: int
+    latency_prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The accuracy metrics gates, manifests and reports read (all against a reference)."""
+
+    same_top1_pct: float
+    kld_mean: float
+    kld_p99: float
+    ppl_ratio: float
+    logit_sqnr_db: float
+    max_abs_logit_error: float
+    greedy_match_pct: float
+
+    @classmethod
+    def of(cls, metrics: dict) -> "Headline":
+        return cls(**{f.name: float(metrics[f.name]) for f in fields(cls)})
+
+
+ACCURACY_HEADLINE = tuple(f.name for f in fields(Headline))
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    gate: str
+    metric: str
+    value: float
+    missed_by: float
+
+
+@dataclass(frozen=True)
+class BuildAccuracy:
+    """The build's own gate: the artifact on this host's runtime against the full model."""
+
+    vs_full: Headline
+    quantization_gap: Headline  # the quantized reference against the full model
+    greedy_identical: bool
+    gates: tuple[str, ...]
+    gate_failures: tuple[GateFailure, ...]
+
+
+@dataclass(frozen=True)
+class Manifest(Versioned):
+    SCHEMA_VERSION: ClassVar[int] = MANIFEST_SCHEMA_VERSION
+    KIND: ClassVar[str] = "bundle"
+    ADVICE: ClassVar[str] = "rebuild the bundle with this llamaport"
+
+    schema_version: int
+    created: str
+    llamaport_version: str
+    source: SourceInfo
+    recipe: RecipeInfo
+    target: Target
+    model: ModelFacts
+    runtime: RuntimeEntry
+    lowering: Lowering
+    golden: GoldenInfo
+    accuracy: BuildAccuracy
+    versions: dict[str, str | None]
+    timings_s: dict[str, float]
+    files: tuple[FileEntry, ...]
+
+    def artifact_bytes(self) -> int:
+        """The model file and every file it needs (ONNX external data), together."""
+        names = set(self.runtime.artifact_files)
+        return sum(f.bytes for f in self.files if f.path in names)
+
+    def app_files(self) -> tuple[FileEntry, ...]:
+        return tuple(f for f in self.files if f.path.startswith(APP_FOLDER + "/"))
+
+
+def read_manifest(bundle: Path) -> Manifest:
+    """The bundle's manifest, parsed and type-checked (no file hashes checked: see verify_bundle)."""
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{bundle}: not a bundle ({MANIFEST} missing); build one with `llamaport build`")
+    return Manifest.read(path)

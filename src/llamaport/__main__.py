@@ -1,0 +1,5 @@
+"""`python -m llamaport`: the CLI."""
+
+from llamaport.cli import run
+
+run()

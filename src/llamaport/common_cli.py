@@ -1,0 +1,93 @@
+"""What the CLI's modules share: consoles, the error-to-exit mapping, option types, quieting libraries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from llamaport.errors import CheckFailed, LlamaportError
+
+_verbose = False  # set once by the CLI callback, from --verbose
+
+
+def set_verbose(verbose: bool) -> None:
+    global _verbose
+    _verbose = verbose
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+    stream = sys.stderr if stderr else sys.stdout
+    # Tables are wider than the 80 columns rich assumes when output is captured (CI logs, pipes).
+    return Console(stderr=stderr, width=None if stream.isatty() else 160, highlight=False)
+
+
+def _complete_recipe(incomplete: str) -> list[str]:
+    from llamaport.quantize import RECIPES
+    return [r for r in RECIPES if r.startswith(incomplete)]
+
+
+def _complete_target(incomplete: str) -> list[str]:
+    from llamaport.targets import BUILTIN_TARGETS
+    return [t for t in BUILTIN_TARGETS if t.startswith(incomplete)]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from llamaport import __version__
+        print(f"llamaport {__version__}")
+        raise typer.Exit()
+
+
+# Libraries whose own warnings and logs say nothing to a user of llamaport; --verbose shows them.
+QUIET_LIBRARIES = ("torch", "torchao", "executorch", "transformers", "optimum", "onnx", "onnxruntime", "onnxscript",
+                   "onnx_ir", "coremltools")
+
+
+def _quiet_libraries() -> None:
+    """After `import torch` (which sets its own log levels): only those libraries' warnings are silenced,
+    by module, so a warning from llamaport or the user's own code still shows."""
+    import warnings
+
+    if _verbose:
+        return
+    pattern = "|".join(QUIET_LIBRARIES)
+    warnings.filterwarnings("ignore", module=rf"({pattern})(\.|$)")
+    # torch 2.13 deprecates pytree's LeafSpec; ExecuTorch 1.5.1 still pickles one while it copies the exported
+    # program, so the warning is raised from the standard library's copyreg. Can go with an executorch that
+    # no longer uses LeafSpec.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    import torch
+    torch._logging.set_logs(all=logging.ERROR)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _fail(e: LlamaportError):
+    err = _console(stderr=True)
+    if _verbose:
+        err.print_exception()
+    err.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True)
+    if isinstance(e, CheckFailed):
+        from rich.table import Table
+        table = Table("gate", "value", "missed by", title="gates not met")
+        for f in e.failures:
+            table.add_row(f.gate, f"{f.value:.6g}", f"{f.missed_by:.6g}")
+        err.print(table)
+    raise typer.Exit(e.exit_code)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2))
+
+
+TargetsFile = Annotated[Optional[Path], typer.Option("--targets-file", help="TOML file of extra \\[\\[target]] profiles.")]
+TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", autocompletion=_complete_target,
+                                                  help="Target id (see `llamaport targets`). Default: linux-x86_64-xnnpack.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")]
