@@ -1,4 +1,5 @@
-# All set-up happens here: a fresh machine needs only python3.11, make and the package registries.
+# All set-up happens here: a fresh machine needs only python3.11, make and the package registries
+# (the farm's tests also need openssh-server, adb and postgresql from Debian: .ci/run installs them).
 VENV := .venv
 BIN := $(VENV)/bin
 

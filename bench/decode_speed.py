@@ -24,7 +24,7 @@ from llamaport.compile.exporters.executorch import export as export_executorch  
 from llamaport.compile.reference import full_model  # noqa: E402
 from llamaport.quantize import resolve_scheme  # noqa: E402
 from llamaport.runtime_tests.latency import LatencyProtocol, measure  # noqa: E402
-from llamaport.runtime_tests.runners.executorch_runtime import ExecuTorchModel  # noqa: E402
+from llamaport.runtime_tests.device.drivers.executorch_runtime import ExecuTorchModel  # noqa: E402
 
 STORIES110M = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
                    num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,

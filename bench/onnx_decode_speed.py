@@ -39,7 +39,7 @@ from llamaport.compile.exporters.onnx_optimum import export as export_optimum_on
 from llamaport.compile.pipeline import DEFAULT_MODEL  # noqa: E402
 from llamaport.quantize import resolve_scheme  # noqa: E402
 from llamaport.runtime_tests.latency import LatencyProtocol, measure  # noqa: E402
-from llamaport.runtime_tests.runners.onnxruntime_session import OrtModel  # noqa: E402
+from llamaport.runtime_tests.device.drivers.onnxruntime_session import OrtModel  # noqa: E402
 
 EAGER = "eager fp32 (transformers)"
 PEERS = {"peer: genai builder -p int4 (g32)": {}, "peer: genai builder block_size=128": {"block_size": "128"}}

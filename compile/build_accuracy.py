@@ -8,11 +8,12 @@ from llamaport.runtime_tests.manifest import BuildAccuracy, Headline
 
 def gate_build(build) -> tuple[BuildAccuracy, dict]:
     """(what the manifest records, what check/accuracy.json holds)."""
-    from llamaport.entry import load_entry
     from llamaport.runtime_tests.accuracy import accuracy_of
+    from llamaport.runtime_tests.device_job import load_model
     from llamaport.runtime_tests.gates import missed_gates
 
-    model = load_entry(build.recipe.capabilities.step_model)(build.staging, build.runtime_entry, build.model_facts)
+    runner = build.runtime_entry.runners[0]  # the runner that gives a check its headline
+    model = load_model(runner, build.staging, build.runtime_entry, build.model_facts)
     detail = accuracy_of(model, build.golden)
     vs_full = Headline.of(detail["vs_full"])
     gates = [g for g in build.target.gates if g.metric in vars(vs_full)]

@@ -1,7 +1,7 @@
 """Golden outputs at build time: the full model and the recipe's quantized reference score the eval set;
 their outputs (not the models) go into the bundle. Full vs quantized reference is the quantization gap.
 
-The quantized reference is each exporter's own (compile.exporters.QUANTIZED_REFERENCES): ExecuTorch's
+The quantized reference is each exporter's own (its `quantized_reference` in llamaport.quantize.exporters): ExecuTorch's
 Llama with the torchao scheme in eager, or for ONNX the bundle's weights dequantized, in fp32 on
 onnxruntime. Both are (teacher-forced logits, greedy tokens per prompt) on the same eval set."""
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from llamaport.quantize.schemes import QuantScheme
 
-_C, _R = "llamaport.compile.exporters", "llamaport.runtime_tests.runners"
+_C = "llamaport.compile.exporters"
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,6 @@ class Exporter:
     builds: Callable[[QuantScheme], bool]  # the schemes it can express
     export: str  # (checkpoint, scheme, context_len, backends, work) -> Exported
     quantized_reference: str  # (checkpoint, scheme, eval_set, context_len, artifact) -> (logits, greedy)
-    step_model: str  # (model folder, manifest) -> the first runner's model object, for the build's gate
 
 
 def _executorch_builds(s: QuantScheme) -> bool:
@@ -66,20 +65,17 @@ EXPORTERS: dict[str, Exporter] = {e.id: e for e in (
                   "Android LlmModule / iOS TextLLMRunner with the same two paths",
         runtime_package="executorch", runners=("executorch-runtime", "executorch-llm-runner"),
         builds=_executorch_builds, export=f"{_C}.executorch:export",
-        quantized_reference="llamaport.compile.golden_build:quantized_eager_outputs",
-        step_model=f"{_R}.executorch_runtime:step_model"),
+        quantized_reference="llamaport.compile.golden_build:quantized_eager_outputs"),
     Exporter(
         id="ort-genai", recipe_prefix="ortgenai", runtime="onnxruntime", backends=("cpu",),
         artifact="model.onnx", artifact_data=True, layout="onnxruntime-genai", app_config="genai_config.json",
         load_with="onnxruntime_genai.Model('model')", runtime_package="onnxruntime-genai",
         runners=("onnxruntime-genai", "onnxruntime"), builds=_ort_genai_builds, export=f"{_C}.onnx_genai:export",
-        quantized_reference=f"{_C}.onnx_reference:dequantized_outputs",
-        step_model=f"{_R}.onnxruntime_genai:step_model"),
+        quantized_reference=f"{_C}.onnx_reference:dequantized_outputs"),
     Exporter(
         id="optimum-onnx", recipe_prefix="onnx", runtime="onnxruntime", backends=("cpu",),
         artifact="model.onnx", artifact_data=True, layout="huggingface-onnx", app_config="config.json",
         load_with="optimum.onnxruntime.ORTModelForCausalLM.from_pretrained('model')", runtime_package="onnxruntime",
         runners=("onnxruntime",), builds=_optimum_onnx_builds, export=f"{_C}.onnx_optimum:export",
-        quantized_reference=f"{_C}.onnx_reference:dequantized_outputs",
-        step_model=f"{_R}.onnxruntime_session:step_model"),
+        quantized_reference=f"{_C}.onnx_reference:dequantized_outputs"),
 )}

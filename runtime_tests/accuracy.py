@@ -1,20 +1,25 @@
-"""A runner's accuracy against the bundle's golden outputs: against the full model (what gates judge)
-and against the quantized reference (the lowering gap: what the export and runtime changed). The fields
-of report.RunnerAccuracy, as plain data: it travels from the device as JSON."""
+"""A model's accuracy against the bundle's golden outputs, computed in this process the way a device's
+raw results are scored on the host: its teacher-forced logits reduced to the device's scores
+(llamaport.runtime_tests.device.scores), its greedy runs, then llamaport.runtime_tests.scoring. Used by
+the build's own gate and the eager baseline."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from llamaport.runtime_tests.device.scores import gather_scores
+from llamaport.runtime_tests.device.timing import greedy
 from llamaport.runtime_tests.golden import Golden
-from llamaport.runtime_tests.latency import greedy
-from llamaport.runtime_tests.metrics import compare_to_reference, greedy_summary
+from llamaport.runtime_tests.scoring import golden_topk_ids, score
 
 
-def accuracy_of(runner, golden: Golden) -> dict:
-    logits = runner.teacher_forced_logits(golden.ids)
-    runs = [greedy(runner, p, golden.greedy_tokens) for p in golden.prompts]
-    result = {}
-    for name, ref in golden.references.items():
-        metrics = compare_to_reference(ref, logits, golden.ids)
-        metrics.update(greedy_summary(ref.greedy, runs, golden.greedy_tokens))
-        result[name] = metrics
-    return {"vs_full": result["full"], "lowering_gap": result.get("quantized")}
+def raw_scores(model, golden: Golden) -> dict[str, np.ndarray]:
+    logits = model.teacher_forced_logits(golden.ids)
+    rows = logits.numpy() if hasattr(logits, "numpy") else np.asarray(logits)
+    full = any(r.kind == "full" for r in golden.references.values())
+    return gather_scores(rows, golden.ids, golden_topk_ids(golden), full)
+
+
+def accuracy_of(model, golden: Golden) -> dict:
+    runs = [greedy(model, p, golden.greedy_tokens) for p in golden.prompts]
+    return score(golden, raw_scores(model, golden), runs)

@@ -3,19 +3,11 @@ integrity is checked before any runtime is started, on the host and again on the
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from llamaport.errors import ConfigError
+from llamaport.runtime_tests.device.main import sha256_of  # one implementation, on both sides
 from llamaport.runtime_tests.manifest import GOLDEN_PATH, Manifest, read_manifest
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_bundle(bundle: Path) -> Manifest:

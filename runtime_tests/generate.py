@@ -44,13 +44,13 @@ def _step_loop(model, prompt_ids: list[int], eos: set[int], max_new: int, stream
 
 
 def _executorch(bundle: Path, manifest, prompt: str, max_new: int, on_text) -> str:
-    from llamaport.runtime_tests.runners.executorch_runtime import step_model
+    from llamaport.runtime_tests.device_job import load_model
     from llamaport.runtime_tests.tokenizer import encode, load_tokenizer
 
     tok_path = bundle / manifest.runtime.tokenizer
     tok = load_tokenizer(tok_path)
     ids = encode(tok, prompt, bos=True)
-    model = step_model(bundle, manifest.runtime, manifest.model)
+    model = load_model("executorch-runtime", bundle, manifest.runtime, manifest.model)
     stream = _TextStream(_whole_decoder(tok_path) if tok_path.suffix == ".json" else lambda ids: _decode_pieces(tok, ids))
     return _step_loop(model, ids, set(manifest.model.eos_ids), min(max_new, model.max_context_len - len(ids)), stream, on_text)
 
@@ -76,14 +76,14 @@ def _decode_pieces(tok, ids: list[int]) -> str:
 def _huggingface_onnx(bundle: Path, manifest, prompt: str, max_new: int, on_text) -> str:
     from tokenizers import Tokenizer
 
-    from llamaport.runtime_tests.runners.onnxruntime_session import step_model
+    from llamaport.runtime_tests.device_job import load_model
 
     tok = Tokenizer.from_file(str(bundle / manifest.runtime.tokenizer))
     decode = _whole_decoder(bundle / manifest.runtime.tokenizer)
     ids = tok.encode(prompt, add_special_tokens=True).ids
     if not ids or ids[0] != manifest.model.bos_id:
         ids = [manifest.model.bos_id, *ids]
-    model = step_model(bundle, manifest.runtime, manifest.model)
+    model = load_model("onnxruntime", bundle, manifest.runtime, manifest.model)
     stream = _TextStream(decode)
     return _step_loop(model, ids, set(manifest.model.eos_ids), min(max_new, manifest.model.context_len - len(ids)),
                       stream, on_text)

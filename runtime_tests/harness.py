@@ -1,51 +1,53 @@
-"""`check`: run a bundle's runners on a device, score them against the bundle's golden outputs, time
-them, gate, and assemble the typed Report (the app layer writes report.json and report.html).
+"""`check`: a bundle's runners on a device, their raw results scored on the host against the bundle's
+golden outputs, timed, gated, assembled into the typed Report (the app layer writes report.json/html).
 
-The device needs only the bundle. Baselines (the eager full model, an fp32 bundle) run in the same
-check on the same device with the same protocol and prompt, so speed-ups are measured side by side.
+The device gets the bundle, the zipped device runner and one job file per runner, and needs only the
+runtime. Baselines (the eager full model on this host, an fp32 bundle on the device) run in the same check
+with the same protocol and prompt, so speed-ups are measured side by side.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from llamaport.errors import ConfigError, DeviceError
+from llamaport.errors import ConfigError
 from llamaport.runtime_tests.bundle_files import golden_metadata, sha256_of, verify_bundle
-from llamaport.runtime_tests.device_run import RESULT_TAG  # imports no torch at module level
+from llamaport.runtime_tests.device_session import DeviceSession
 from llamaport.runtime_tests.gates import missed_gates, with_overrides
 from llamaport.runtime_tests.latency import LatencyProtocol, memory_bound_fraction
 from llamaport.runtime_tests.manifest import MANIFEST, Manifest
 from llamaport.runtime_tests.report import (REPORT_SCHEMA_VERSION, Artifact, BundleRef, DeviceInfo, Metrics, Protocol,
-                                            Report, RunnerResult, Speedup, Summary, runner_result)
-from llamaport.runtime_tests.runners import RUNNERS
+                                            Report, RunnerResult, Speedup, Summary)
 from llamaport.targets import Gate
 from llamaport.targets.devices import resolve_device
 from llamaport.typed import from_dict
 
-DEVICE_RUN = "llamaport.runtime_tests.device_run"
 log = logging.getLogger(__name__)
+KNOWN_RUNNERS = ("executorch-runtime", "executorch-llm-runner", "onnxruntime-genai", "onnxruntime")
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """A reference timed beside the bundle: `python -m module *args` on the same device."""
+    """A reference timed beside the bundle: the eager full model (on this host, where its files are), or
+    an fp32 bundle (on the device, by its layout's first runner)."""
 
     name: str
-    module: str
-    args: tuple[str, ...]
+    model: Path | None = None  # the eager full model's folder or file
+    bundle: Path | None = None  # an fp32 bundle
 
 
 @dataclass(frozen=True)
 class CheckRequest:
     bundle: Path
     device: str = "local"
+    inventory: Path | None = None
     gate_overrides: tuple[Gate, ...] = ()
     protocol: LatencyProtocol = field(default_factory=LatencyProtocol)
     baselines: tuple[Baseline, ...] = ()
@@ -53,49 +55,25 @@ class CheckRequest:
 
 
 def fp32_bundle_baseline(bundle: Path) -> Baseline:
-    """An fp32 bundle timed by its layout's first runner; named `fp32-pte` or `fp32-onnx` after its artifact."""
+    """An fp32 bundle, named `fp32-pte` or `fp32-onnx` after its artifact."""
     manifest = verify_bundle(bundle)
     if not manifest.recipe.full_precision:
         raise ConfigError(f"--baseline-bundle {bundle}: is {manifest.recipe.id}, not a full-precision bundle")
-    return Baseline(f"fp32-{Path(manifest.runtime.model).suffix.lstrip('.')}", DEVICE_RUN,
-                    (str(bundle), "--runner", manifest.runtime.runners[0], "--no-accuracy"))
+    return Baseline(f"fp32-{Path(manifest.runtime.model).suffix.lstrip('.')}", bundle=Path(bundle))
 
 
 def artifact_of(manifest: Manifest) -> Artifact:
     return Artifact(path=manifest.runtime.model, files=manifest.runtime.artifact_files, bytes=manifest.artifact_bytes())
 
 
-def parse_result(stdout: str) -> dict | None:
-    lines = [ln[len(RESULT_TAG):] for ln in stdout.splitlines() if ln.startswith(RESULT_TAG)]
-    return json.loads(lines[-1]) if lines else None
-
-
-def _run(device, module: str, args: list[str], request: CheckRequest) -> RunnerResult:
-    p = request.protocol
-    log.info("device %s: python -m %s %s", device.name, module, " ".join(args))
-    proc = device.python_module(module, [*args, "--decode-tokens", str(p.decode_tokens), "--warmup", str(p.warmup),
-                                         "--repeats", str(p.repeats)], request.timeout_s)
-    what = f"device {device.name}: {module} {' '.join(args)}"
-    try:
-        result = parse_result(proc.stdout)
-    except json.JSONDecodeError as e:
-        raise DeviceError(f"{what} printed a malformed result line ({e})") from e
-    if result is None or "error" in result:
-        why = result["error"] if result else (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"{what} failed: {why}")
-    try:
-        return runner_result(result, origin=f"{what}: result line")
-    except ConfigError as e:
-        raise DeviceError(str(e)) from e
-
-
 def _summary(primary: RunnerResult, runners: dict[str, RunnerResult], artifact_bytes: int, target) -> Summary:
+    from llamaport.errors import DeviceError
+
     lat = primary.latency
     if primary.accuracy is None or lat.decode_tokens_per_s is None:
         raise DeviceError(f"runner {primary.runner} returned no accuracy or decode speed; it cannot give the headline")
     decode = lat.decode_tokens_per_s.median
-    head = primary.accuracy.vs_full.headline
-    return Summary(**vars(head), decode_tokens_per_s=decode,
+    return Summary(**vars(primary.accuracy.vs_full.headline), decode_tokens_per_s=decode,
                    prefill_tokens_per_s=lat.prefill_tokens_per_s.median if lat.prefill_tokens_per_s else None,
                    ttft_s=lat.ttft_s.median if lat.ttft_s else None, prompt_tokens=lat.prompt_tokens, load_s=primary.load_s,
                    peak_rss_mb=max(r.peak_rss_mb for r in runners.values()), artifact_bytes=artifact_bytes,
@@ -110,31 +88,42 @@ def _speedups(primary: RunnerResult, baselines: dict[str, RunnerResult]) -> dict
             for name, b in baselines.items()}
 
 
-def _host(device) -> DeviceInfo:
-    import os
-    return DeviceInfo(name=device.name, transport=device.transport, hostname=platform.node(),
-                      platform=platform.platform(), machine=platform.machine(), cpu_count=os.cpu_count(),
-                      python=platform.python_version())
+def _device_info(entry, facts: dict) -> DeviceInfo:
+    if entry.transport == "local":
+        import os
+        return DeviceInfo(name=entry.id, transport=entry.transport, hostname=platform.node(),
+                          platform=platform.platform(), machine=platform.machine(), cpu_count=os.cpu_count(),
+                          python=platform.python_version())
+    return DeviceInfo(name=entry.id, transport=entry.transport, hostname=entry.address,
+                      platform=str(facts.get("platform", "")), machine=str(facts.get("machine", "")),
+                      cpu_count=facts.get("cpu_count"), python=str(facts.get("python", "")))
 
 
 def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda s: None) -> Report:
     bundle = Path(request.bundle)
-    device = resolve_device(request.device)
+    entry = resolve_device(request.device, request.inventory)
     manifest = verify_bundle(bundle)
-    target = manifest.target
-    gates = with_overrides(target.gates, list(request.gate_overrides))
-    unknown = [r for r in manifest.runtime.runners if r not in RUNNERS]
+    unknown = [r for r in manifest.runtime.runners if r not in KNOWN_RUNNERS]
     if unknown or not manifest.runtime.runners:
         raise ConfigError(f"{bundle}/{MANIFEST}: runners {unknown or '[]'} unknown to this llamaport; known: "
-                          f"{', '.join(RUNNERS)}")
-    runners = {}
-    for name in manifest.runtime.runners:
-        progress(name)
-        runners[name] = _run(device, DEVICE_RUN, [str(bundle), "--runner", name], request)
-    baselines = {}
-    for b in request.baselines:
-        progress(b.name)
-        baselines[b.name] = _run(device, b.module, list(b.args), request)
+                          f"{', '.join(KNOWN_RUNNERS)}")
+    target, protocol = manifest.target, request.protocol
+    gates = with_overrides(target.gates, list(request.gate_overrides))
+    with tempfile.TemporaryDirectory(prefix="llamaport-check-") as tmp:
+        session = DeviceSession(entry, Path(tmp), request.timeout_s)
+        facts = session.probe()
+        runners = {}
+        for name in manifest.runtime.runners:
+            progress(name)
+            runners[name] = session.run_bundle(bundle, manifest, name, protocol)
+        baselines = {}
+        for b in request.baselines:
+            progress(b.name)
+            if b.model is not None:
+                baselines[b.name] = session.run_eager(b.model, bundle, protocol)
+            else:
+                fp32 = verify_bundle(b.bundle)
+                baselines[b.name] = session.run_bundle(b.bundle, fp32, fp32.runtime.runners[0], protocol, accuracy=False)
     primary = runners[manifest.runtime.runners[0]]
     artifact = artifact_of(manifest)
     summary = _summary(primary, runners, artifact.bytes, target)
@@ -146,6 +135,6 @@ def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda
         bundle=BundleRef(path=str(bundle.resolve()), recipe=manifest.recipe, target=target.name, artifact=artifact,
                          golden=manifest.golden, model=manifest.model, source=manifest.source.path,
                          sha256=sha256_of(bundle / MANIFEST)),
-        device=_host(device), protocol=Protocol(**request.protocol.to_dict()), quantization_gap=gap,
+        device=_device_info(entry, facts), protocol=Protocol(**protocol.to_dict()), quantization_gap=gap,
         runners=runners, baselines=baselines, speedups=_speedups(primary, baselines), summary=summary,
         gates=tuple(g.describe() for g in gates), gate_failures=failures, passed=not failures)

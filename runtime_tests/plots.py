@@ -89,3 +89,23 @@ def pareto(points, front: set[str]) -> bytes:
     ax.set_title("Size vs decode speed vs KLD (red rings: Pareto front)")
     ax.grid(alpha=0.3)
     return _png(plt, fig)
+
+
+def trend(series: dict[str, list[tuple[float, float, float, float]]], ylabel: str, title: str, log: bool = False) -> bytes:
+    """One line per series over time (x: result number in time order), each point the median with its
+    min-max range as an error bar: a farm's history on one device."""
+    plt, fig, ax = _figure()
+    for name, points in sorted(series.items()):
+        xs = list(range(1, len(points) + 1))
+        medians = [p[1] for p in points]
+        below = [max(p[1] - p[2], 0) for p in points]
+        above = [max(p[3] - p[1], 0) for p in points]
+        ax.errorbar(xs, medians, yerr=[below, above], marker="o", capsize=3, label=name)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("result, oldest first")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _png(plt, fig)

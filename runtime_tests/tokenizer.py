@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llamaport.runtime_tests.native_logs import native_stderr_quiet
+from llamaport.runtime_tests.device.native_logs import native_stderr_quiet
 
 
 def load_tokenizer(path: Path):

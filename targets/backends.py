@@ -54,7 +54,7 @@ XNNPACK_INT4_WEIGHT_ONLY = Limit(
     kinds=("4w",), package="executorch", version="1.5.1",
     reason="group-wise int4 weight-only linears are lowered wrongly through XNNPACK (torchao's dequantize_affine "
            "is miscompiled; dequantize_per_channel_group has no kernel)",
-    remove_when="a 4w .pte matches its quantized eager model (tests/compile/test_executorch_lowering.py)")
+    remove_when="a 4w .pte matches its quantized eager model (the lowering-gap test in tests/compile/test_build_executorch.py)")
 XNNPACK_8W_WITH_DYNAMIC = Limit(
     kinds=("8w",), together_with=("8da8w", "8da4w"), package="executorch", version="1.5.1",
     reason="weight-only and dynamically quantized linears need different XNNPACK partitioners "

@@ -1,34 +1,24 @@
-"""Devices a bundle is checked on, and how a command reaches them. `local` runs the device process on
-this host with the same interpreter; remote transports (ssh boards, adb phones) plug in here."""
+"""Which device a check runs on: an inventory entry, or without an inventory this host (`local`), with the
+interpreter that runs llamaport (it has the runtimes)."""
 
 from __future__ import annotations
 
-import subprocess
+import dataclasses
 import sys
-from dataclasses import dataclass
+from pathlib import Path
 
-from llamaport.errors import DeviceError, unknown_id
-
-
-@dataclass(frozen=True)
-class LocalDevice:
-    name: str = "local"
-    transport: str = "subprocess"
-
-    def python_module(self, module: str, args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
-        """Run `python -m module args...` on the device; stdout and stderr come back as text."""
-        argv = [sys.executable, "-m", module, *args]
-        try:
-            # A runtime may print raw byte-level token pieces; they must not break reading the result line.
-            return subprocess.run(argv, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout_s)
-        except subprocess.TimeoutExpired as e:
-            raise DeviceError(f"device {self.name}: `{' '.join(argv)}` ran past {timeout_s:.0f} s") from e
+from llamaport.entry import load_entry
+from llamaport.targets.inventory import DeviceEntry, load_inventory, local_inventory
+from llamaport.targets.transports import TRANSPORTS
 
 
-DEVICES = {"local": LocalDevice()}
+def resolve_device(name: str, inventory: Path | None = None) -> DeviceEntry:
+    found = load_inventory(inventory) if inventory is not None else local_inventory()
+    entry = found.device(name)
+    if entry.transport == "local" and entry.python == "python3":
+        entry = dataclasses.replace(entry, python=sys.executable)
+    return entry
 
 
-def resolve_device(name: str):
-    if name not in DEVICES:
-        raise unknown_id("device", name, DEVICES)
-    return DEVICES[name]
+def transport_for(entry: DeviceEntry, local_root: Path | None = None):
+    return load_entry(TRANSPORTS[entry.transport])(entry, local_root)

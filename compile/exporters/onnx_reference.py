@@ -20,14 +20,14 @@ def dequantized_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: Ev
 
     from llamaport.quantize.onnx_dequantize import dequantized_model
     from llamaport.quantize.onnx_files import save_self_contained
-    from llamaport.runtime_tests.latency import greedy
-    from llamaport.runtime_tests.runners.onnxruntime_session import OrtModel
+    from llamaport.runtime_tests.device.drivers.onnxruntime_session import OrtModel
+    from llamaport.runtime_tests.device.timing import greedy
 
     with tempfile.TemporaryDirectory(prefix="llamaport-dequantized-") as tmp:
         path = Path(tmp) / "model.onnx"
         save_self_contained(dequantized_model(onnx.load(str(artifact), load_external_data=True)), path)
         cfg = ckpt.config
         model = OrtModel(path, cfg["num_key_value_heads"], cfg["head_dim"], context_len)
-        logits = model.teacher_forced_logits(eval_set.ids)
+        logits = torch.from_numpy(model.teacher_forced_logits(eval_set.ids))
         runs = [greedy(model, p, eval_set.greedy_tokens) for p in eval_set.prompts]
     return logits, runs

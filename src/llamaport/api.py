@@ -59,7 +59,8 @@ def read_plan(path) -> dict:
 
 
 def check(bundle, device: str = "local", baseline_model=None, baseline_bundle=None, gates: dict | None = None,
-          decode_tokens: int = 64, warmup: int = 1, repeats: int = 5, progress: Callable[[str], None] = lambda s: None):
+          decode_tokens: int = 64, warmup: int = 1, repeats: int = 5, progress: Callable[[str], None] = lambda s: None,
+          inventory=None):
     """Check a bundle on a device against its golden outputs; returns the Report (gates are not raised:
     see report.passed). `gates` overrides bounds by CLI flag name, e.g. {"max_kld": 0.01}."""
     from llamaport.check_options import check_request, gate_overrides
@@ -67,7 +68,7 @@ def check(bundle, device: str = "local", baseline_model=None, baseline_bundle=No
     from llamaport.runtime_tests.latency import LatencyProtocol
 
     request = check_request(Path(bundle), device, baseline_model, baseline_bundle, gate_overrides(**(gates or {})),
-                            LatencyProtocol(decode_tokens=decode_tokens, warmup=warmup, repeats=repeats))
+                            LatencyProtocol(decode_tokens=decode_tokens, warmup=warmup, repeats=repeats), inventory)
     return check_bundle(request, progress)
 
 

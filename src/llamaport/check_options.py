@@ -26,7 +26,7 @@ def gate_overrides(**given) -> tuple[Gate, ...]:
 
 
 def check_request(bundle: Path, device: str, baseline_model: Path | None, baseline_bundle: Path | None,
-                  overrides: tuple[Gate, ...], protocol=None):
+                  overrides: tuple[Gate, ...], protocol=None, inventory: Path | None = None):
     from llamaport.compile.sources import detect_format
     from llamaport.runtime_tests.harness import Baseline, CheckRequest, fp32_bundle_baseline
     from llamaport.runtime_tests.latency import LatencyProtocol
@@ -34,9 +34,8 @@ def check_request(bundle: Path, device: str, baseline_model: Path | None, baseli
     baselines = []
     if baseline_model is not None:
         detect_format(Path(baseline_model))  # refused now, not after the bundle's runners have run
-        baselines.append(Baseline("eager-transformers", "llamaport.compile.eager_run",
-                                  (str(Path(baseline_model).resolve()), "--bundle", str(Path(bundle).resolve()))))
+        baselines.append(Baseline("eager-transformers", model=Path(baseline_model).resolve()))
     if baseline_bundle is not None:
         baselines.append(fp32_bundle_baseline(Path(baseline_bundle).resolve()))
     return CheckRequest(bundle=Path(bundle), device=device, gate_overrides=overrides, baselines=tuple(baselines),
-                        protocol=protocol or LatencyProtocol())
+                        protocol=protocol or LatencyProtocol(), inventory=Path(inventory) if inventory else None)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from llamaport import cli_check, common_cli as common
+from llamaport.cli_farm import farm_app
 from llamaport.common_cli import (JsonOpt, TargetOpt, TargetsFile, _complete_recipe, _complete_target, _console, _fail,
                                   _print_json, _quiet_libraries, _version)
 from llamaport.errors import LlamaportError
@@ -136,6 +137,7 @@ def recipes(target: Annotated[Optional[str], typer.Option("--target", "-t", auto
 
 for command in (cli_check.check, cli_check.compare, cli_check.sweep, cli_check.generate):
     app.command()(command)
+app.add_typer(farm_app, name="farm")
 
 
 def run() -> None:

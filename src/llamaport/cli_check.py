@@ -13,7 +13,8 @@ from llamaport.errors import LlamaportError
 RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Timed runs after the warm-up; medians are reported.")]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before the timed ones.")]
 DecodeOpt = Annotated[int, typer.Option("--decode-tokens", min=1, help="Tokens decoded per timed run.")]
-DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Device to check on (known: local).")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="Device to check on: local (this host), or an id of --inventory.")]
+InventoryOpt = Annotated[Optional[Path], typer.Option("--inventory", help="TOML file of \\[\\[device]] entries (ssh boards, adb phones).")]
 
 
 def _gate(flag: str, text: str):
@@ -57,6 +58,7 @@ def _print_check(report, folder: Path) -> None:
 def check(
     bundle_dir: Annotated[Path, typer.Argument(help="Bundle folder made by `llamaport build`.")],
     device: DeviceOpt = "local",
+    inventory: InventoryOpt = None,
     report_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder; default: BUNDLE-report beside the bundle.")] = None,
     baseline_model: Annotated[Optional[Path], typer.Option("--baseline-model", help="Time this full model (eager, transformers) beside the bundle.")] = None,
     baseline_bundle: Annotated[Optional[Path], typer.Option("--baseline-bundle", help="Time this (fp32) bundle beside it.")] = None,
@@ -74,7 +76,7 @@ def check(
     try:
         with _console(stderr=True).status("checking") as status:
             report = api.check(bundle_dir, device, baseline_model, baseline_bundle, gates, decode_tokens, warmup, repeats,
-                               progress=lambda step: status.update(f"running {step} ..."))
+                               progress=lambda step: status.update(f"running {step} ..."), inventory=inventory)
         folder = write_check_report(report, report_dir or default_report_folder(bundle_dir))
         _print_json(report.to_dict()) if as_json else _print_check(report, folder)
         api.raise_if_failed(report)

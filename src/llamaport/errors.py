@@ -37,6 +37,13 @@ class CheckFailed(LlamaportError):
         self.failures = failures
 
 
+class JobError(LlamaportError):
+    """The device ran the job and it failed on this bundle (a modified file, the runtime's error on its
+    model): another device would fail the same way, so it is stored and never retried."""
+
+    exit_code = 1
+
+
 class DeviceError(LlamaportError):
     """The device could not run the check (unreachable, timed out, runtime crashed): not the bundle's fault,
     so CI can tell it from a failed build."""

@@ -87,12 +87,13 @@ def test_build_json_prints_the_manifest(bundle, monkeypatch):
 
 
 def test_a_device_that_cannot_run_the_check_exits_4(bundle, monkeypatch, tmp_path):
-    from llamaport.targets.devices import LocalDevice
+    from llamaport.targets.transports.base import RunResult
+    from llamaport.targets.transports.local import LocalTransport
 
-    monkeypatch.setattr(LocalDevice, "python_module",
-                        lambda self, module, args, timeout_s: subprocess.CompletedProcess(args, 1, "", "device lost"))
+    monkeypatch.setattr(LocalTransport, "run", lambda self, argv, timeout_s: RunResult(139, "", "device lost"))
     result = runner.invoke(app, ["check", str(bundle(DEFAULT_MODEL, "et-xnnpack-fp32").bundle), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 4 and "device local" in result.stderr and "device lost" in result.stderr
+    assert result.exit_code == 4 and "device local" in result.stderr, result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_build_above_the_targets_memory_budget_is_refused_with_the_estimate(tmp_path):

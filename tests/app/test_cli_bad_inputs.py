@@ -159,3 +159,22 @@ def test_compare_refuses_a_file_that_is_not_a_report(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     result = runner.invoke(app, ["compare", str(tmp_path / "x.json"), "--out", str(tmp_path / "out")])
     assert_refused(result, tmp_path / "out", "x.json", "report schema")
+
+
+@pytest.mark.parametrize("line, needles", [
+    ('backends = "xnnpack"', ("t.toml: target #1 (mine): field 'backends' must be a list, got 'xnnpack'",)),
+    ('backends = ["xnnpack", "portable"]\nlinear_schemes = ["fp32", "4w"]',
+     ("t.toml: target #1 (mine)", "cannot enable 4w on xnnpack, a known issue", "executorch 1.5.1")),
+])
+def test_a_targets_file_of_the_wrong_type_or_re_enabling_a_known_miscompile_exits_2(tmp_path, line, needles):
+    targets = tmp_path / "t.toml"
+    targets.write_text('[[target]]\nname = "mine"\nos = "linux"\narch = "arm64"\nruntime = "executorch"\n'
+                       f'memory_budget_mb = 4096\ndefault_context_len = 512\n{line}\n')
+    for args in (["targets", "--targets-file", str(targets)],
+                 ["build", "--dry-run", "--target", "mine", "--targets-file", str(targets), "--out", str(tmp_path / "out")]):
+        assert_refused(runner.invoke(app, args), tmp_path / "out", *needles)
+
+
+def test_an_empty_recipe_and_a_zero_context_are_refused_not_replaced(tmp_path):
+    assert_refused(*_build(tmp_path, "--recipe", ""), "--recipe is empty")
+    assert_refused(*_build(tmp_path, "--max-seq-len", "0"), "--max-seq-len 0 is too short")

@@ -66,8 +66,9 @@ def test_build_dry_run_imports_no_torch(tmp_path):
 
 
 # Process entry points that speak to the host through one tagged stdout line, not to a user.
-DEVICE_PROCESSES = {"runtime_tests/device_run.py", "compile/eager_run.py"}
-CLI = {"src/llamaport/cli.py", "src/llamaport/cli_check.py", "src/llamaport/common_cli.py", "src/llamaport/__main__.py"}
+DEVICE_PROCESSES = {"runtime_tests/device/main.py", "runtime_tests/device/__main__.py", "compile/eager_run.py"}
+CLI = {"src/llamaport/cli.py", "src/llamaport/cli_check.py", "src/llamaport/cli_farm.py", "src/llamaport/common_cli.py",
+       "src/llamaport/__main__.py"}
 
 
 def _prints_or_exits(path: Path) -> list[str]:
@@ -88,3 +89,13 @@ def test_only_the_cli_prints_or_exits():
             if rel in DEVICE_PROCESSES or rel in CLI:
                 continue
             assert not _prints_or_exits(path), f"{rel}: {_prints_or_exits(path)}"
+
+
+DEVICE_SIDE_ALLOWED = {"numpy", "torch", "executorch", "onnxruntime", "onnxruntime_genai"}  # the runtimes
+
+
+def test_the_device_package_imports_only_the_standard_library_numpy_and_the_runtimes():
+    """It is zipped into one file that boards with only a runtime's wheel run (runtime_tests/device_job.py)."""
+    for path in (ROOT / "runtime_tests" / "device").rglob("*.py"):
+        outside = {m.split(".")[0] for m in _imports(path)} - set(sys.stdlib_module_names) - DEVICE_SIDE_ALLOWED
+        assert not outside, f"{path.relative_to(ROOT)} imports {outside}; the device side must stand alone"

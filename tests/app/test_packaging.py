@@ -61,7 +61,7 @@ def test_the_wheel_installs_only_llamaport(wheel_venv):
     tops = {f.split("/")[0] for f in files if not f.startswith("../")}
     assert tops == {"llamaport", "llamaport-0.1.0.dist-info"}, tops
     assert {"llamaport/compile/pipeline.py", "llamaport/errors.py", "llamaport/compile/default_model/model.safetensors",
-            "llamaport/runtime_tests/device_run.py"} <= set(files)
+            "llamaport/runtime_tests/device/main.py"} <= set(files)
     assert [f for f in files if f.startswith("../")] == ["../../../bin/llamaport"]
 
 

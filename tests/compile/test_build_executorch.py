@@ -104,10 +104,10 @@ def test_every_linear_is_delegated_to_xnnpack(recipe, bundle):
 
 
 def test_pte_carries_the_runner_metadata(bundle):
-    from llamaport.runtime_tests.runners.executorch_runtime import ExecuTorchModel
+    from llamaport.runtime_tests.device.drivers.executorch_runtime import ExecuTorchModel
 
     model = ExecuTorchModel(bundle(DEFAULT_MODEL, "et-xnnpack-8da4w-g32").artifact)
-    meta = {n: model._meta(n) for n in ("get_bos_id", "get_eos_ids", "get_max_seq_len", "use_kv_cache",
+    meta = {n: model.meta(n) for n in ("get_bos_id", "get_eos_ids", "get_max_seq_len", "use_kv_cache",
                                           "use_sdpa_with_kv_cache", "get_vocab_size")}
     assert meta == {"get_bos_id": 1, "get_eos_ids": 2, "get_max_seq_len": 256, "use_kv_cache": True,
                     "use_sdpa_with_kv_cache": True, "get_vocab_size": 512}
@@ -147,11 +147,11 @@ def test_lowering_gap_is_small_against_the_quantized_eager_model(recipe, scheme,
 
     from llamaport.compile.exporters.executorch import quantized_eager
     from llamaport.quantize import resolve_scheme
-    from llamaport.runtime_tests.runners.executorch_runtime import ExecuTorchModel
+    from llamaport.runtime_tests.device.drivers.executorch_runtime import ExecuTorchModel
 
     ids = [1] + list(range(300, 360))
     model = ExecuTorchModel(bundle(DEFAULT_MODEL, recipe).artifact)
-    pte = model.teacher_forced_logits(ids)[-1]
+    pte = torch.from_numpy(model.teacher_forced_logits(ids)[-1])
     with torch.no_grad():
         eager = quantized_eager(default_checkpoint, resolve_scheme(scheme), model.max_context_len)(torch.tensor([ids])).reshape(-1)
     assert (pte - eager).abs().max() < max_error

@@ -127,15 +127,15 @@ def test_hf_layout_loads_in_optimum_and_generates_what_our_runner_does(bundle):
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from llamaport.runtime_tests.latency import greedy
-    from llamaport.runtime_tests.runners.onnxruntime_session import step_model
+    from llamaport.runtime_tests.device.timing import greedy
+    from llamaport.runtime_tests.device_job import load_model
 
     build = bundle(DEFAULT_MODEL, "onnx-cpu-8da4w-g32")
     model = ORTModelForCausalLM.from_pretrained(str(build.bundle / "model"))
     prompt = build.golden.prompts[0]
     out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                          max_new_tokens=20, do_sample=False, min_new_tokens=20)
-    ours = greedy(step_model(build.bundle, build.manifest.runtime, build.manifest.model), prompt, 20)
+    ours = greedy(load_model("onnxruntime", build.bundle, build.manifest.runtime, build.manifest.model), prompt, 20)
     assert out[0, len(prompt):].tolist() == ours
     assert build.accuracy.vs_full.same_top1_pct >= 90.0 and build.accuracy.vs_full.ppl_ratio <= 1.05
 

@@ -47,8 +47,8 @@ def test_eager_transformers_reproduces_the_literal_golden():
 
 
 def test_the_fp32_pte_reproduces_the_literal_golden(bundle):
-    from llamaport.runtime_tests.latency import greedy
-    from llamaport.runtime_tests.runners.executorch_runtime import ExecuTorchModel
+    from llamaport.runtime_tests.device.timing import greedy
+    from llamaport.runtime_tests.device.drivers.executorch_runtime import ExecuTorchModel
 
     model = ExecuTorchModel(bundle(DEFAULT_MODEL, "et-xnnpack-fp32").artifact)
     assert {p: _decode(greedy(model, _ids(p), NEW_TOKENS)) for p in PROMPTS} == expected()

@@ -74,7 +74,7 @@ def test_the_exporter_table_names_real_entry_points_and_imports_nothing_heavy():
     from llamaport.quantize.exporters import EXPORTERS
 
     for e in EXPORTERS.values():
-        for dotted in (e.export, e.quantized_reference, e.step_model):
+        for dotted in (e.export, e.quantized_reference):
             module, _, name = dotted.partition(":")
             spec = importlib.util.find_spec(module)
             assert spec is not None and f"def {name}(" in open(spec.origin).read(), dotted

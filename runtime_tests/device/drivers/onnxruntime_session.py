@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 class OrtModel:
@@ -43,24 +42,15 @@ class OrtModel:
         self.cache = {name: outputs[present] for name, present in self.present_for.items()}
         return outputs["logits"][0]
 
-    def prefill(self, tokens: list[int]) -> torch.Tensor:
-        return torch.from_numpy(self._run(tokens, 0)[-1].copy())
+    def prefill(self, tokens: list[int]) -> np.ndarray:
+        return self._run(tokens, 0)[-1].copy()
 
-    def decode(self, token: int, pos: int) -> torch.Tensor:
-        return torch.from_numpy(self._run([token], pos)[-1].copy())
+    def decode(self, token: int, pos: int) -> np.ndarray:
+        return self._run([token], pos)[-1].copy()
 
-    def teacher_forced_logits(self, ids: list[int]) -> torch.Tensor:
-        return torch.from_numpy(self._run(ids, 0).copy())
-
-
-def step_model(bundle: Path, runtime, model) -> OrtModel:
-    return OrtModel(Path(bundle) / runtime.model, model.num_key_value_heads, model.head_dim, model.context_len)
+    def teacher_forced_logits(self, ids: list[int]) -> np.ndarray:
+        return self._run(ids, 0).copy()
 
 
-def run(bundle: Path, manifest, golden, protocol, with_accuracy: bool) -> dict:
-    from llamaport.runtime_tests.accuracy import accuracy_of
-    from llamaport.runtime_tests.latency import measure
-
-    model = step_model(bundle, manifest.runtime, manifest.model)
-    accuracy = accuracy_of(model, golden) if with_accuracy else None
-    return {"load_s": model.load_s, "latency": measure(model, golden.latency_prompt, protocol), "accuracy": accuracy}
+def load(bundle: Path, job: dict) -> OrtModel:
+    return OrtModel(Path(bundle) / job["model"], job["num_key_value_heads"], job["head_dim"], job["context_len"])
