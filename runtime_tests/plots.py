@@ -91,19 +91,22 @@ def pareto(points, front: set[str]) -> bytes:
     return _png(plt, fig)
 
 
-def trend(series: dict[str, list[tuple[float, float, float, float]]], ylabel: str, title: str, log: bool = False) -> bytes:
-    """One line per series over time (x: result number in time order), each point the median with its
-    min-max range as an error bar: a farm's history on one device."""
+def trend(series: dict[str, list[tuple[str, float, float, float]]], ylabel: str, title: str, log: bool = False) -> bytes:
+    """One line per series over the farm's runs, oldest first (labelled by run), each point the median with
+    its min-max range as an error bar: a device's history."""
     plt, fig, ax = _figure()
+    runs = list(dict.fromkeys(p[0] for points in series.values() for p in points))  # in time order
     for name, points in sorted(series.items()):
-        xs = list(range(1, len(points) + 1))
+        xs = [runs.index(p[0]) for p in points]
         medians = [p[1] for p in points]
         below = [max(p[1] - p[2], 0) for p in points]
         above = [max(p[3] - p[1], 0) for p in points]
         ax.errorbar(xs, medians, yerr=[below, above], marker="o", capsize=3, label=name)
+    ax.set_xticks(range(len(runs)))
+    ax.set_xticklabels(runs, rotation=30 if len(runs) > 6 else 0, fontsize=8)
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel("result, oldest first")
+    ax.set_xlabel("run, oldest first")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)

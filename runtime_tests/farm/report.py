@@ -11,6 +11,9 @@ from llamaport.runtime_tests import html, plots
 from llamaport.runtime_tests.farm.regressions import judge, previous_result
 
 
+KLD_FLOOR = 1e-16  # an fp32 bundle's KL divergence is ~1e-13; zero has no place on a log axis
+
+
 def _series(rows) -> tuple[dict, dict]:
     decode, kld = defaultdict(list), defaultdict(list)
     for r in sorted(rows, key=lambda r: r.created):
@@ -18,9 +21,10 @@ def _series(rows) -> tuple[dict, dict]:
             continue
         name, s = f"{r.recipe} / {r.runner}", r.summary
         runs = s.get("decode_runs") or [s["decode_tokens_per_s"]]
-        decode[name].append((r.created, s["decode_tokens_per_s"], min(runs), max(runs)))
+        decode[name].append((r.run_id, s["decode_tokens_per_s"], min(runs), max(runs)))
         if "kld_mean" in s:
-            kld[name].append((r.created, max(s["kld_mean"], 1e-12), max(s["kld_mean"], 1e-12), max(s["kld_mean"], 1e-12)))
+            k = max(s["kld_mean"], KLD_FLOOR)
+            kld[name].append((r.run_id, k, k, k))
     return decode, kld
 
 

@@ -65,7 +65,7 @@ def _request(bundles, inventory, db, protocol=None, **kw):
                           **{**SMALL, **(protocol or {})}, **kw)
 
 
-def test_three_bundles_on_three_devices_store_nine_results(bundles, inventory, clean_store, checked):
+def test_three_bundles_on_three_devices_store_nine_results(bundles, inventory, clean_store, checked, tmp_path):
     run_id, outcome, before = run_farm(_request(bundles, inventory, clean_store, run_id="nine"))
     assert (outcome.results, outcome.job_errors, outcome.infra_failures, outcome.unfinished, before) == (9, 0, 0, [], 0)
     store = open_store(clean_store)
@@ -85,6 +85,10 @@ def test_three_bundles_on_three_devices_store_nine_results(bundles, inventory, c
     assert again[1].results == 0 and again[2] == 9  # resumed: every job already had its result
     listed = CliRunner().invoke(app, ["farm", "results", "--db", clean_store, "--run", "nine", "--json"])
     assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 9
+    report = CliRunner().invoke(app, ["farm", "report", "--db", clean_store, "--out", str(tmp_path / "report")])
+    html = (tmp_path / "report" / "farm.html").read_text()
+    assert report.exit_code == 0 and html.count("data:image/png;base64,") == 2 * 3  # decode and KLD trends per device
+    assert all(f"{d}: health good" in html for d in inventory[1]) and html.count("first_result") == 9
 
 
 def test_a_device_killed_mid_run_loses_nothing_and_doubles_nothing(bundles, inventory, clean_store, ssh_farm):  # noqa: F811
