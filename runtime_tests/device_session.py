@@ -43,6 +43,7 @@ class DeviceSession:
         self.entry, self.work, self.timeout_s = entry, Path(work), timeout_s
         self.transport = transport_for(entry, self.work / "device" if entry.transport == "local" else None)
         self.runner_path: str | None = None
+        self.last_raw_line = ""  # the device's last result line as it printed it (the farm stores it)
         self.goldens: dict[Path, object] = {}
         self.jobs = 0
 
@@ -76,7 +77,9 @@ class DeviceSession:
         out = f"{workdir}/out/{key}"
         argv = [self.entry.python, runner_path, remote_job, "--out", out, "--pid-file", f"{workdir}/run.pid",
                 "--exit-on-stdin-eof"]
-        raw = parse_result(self.entry.id, f"runner {runner} on {Path(bundle).name}", self.transport.run(argv, self.timeout_s))
+        res = self.transport.run(argv, self.timeout_s)
+        self.last_raw_line = next((ln for ln in reversed(res.stdout.splitlines()) if ln.startswith(RESULT_TAG)), "")
+        raw = parse_result(self.entry.id, f"runner {runner} on {Path(bundle).name}", res)
         scores = None
         if raw.get("scores"):
             local = self.work / f"scores-{key}.npz"

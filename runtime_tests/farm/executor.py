@@ -84,6 +84,7 @@ def run_attempt(store, job: Job, entry, attempt: int, timeout_s: float, node: st
     from llamaport.runtime_tests.device_session import DeviceSession
 
     attempt_id = store.record_attempt(job.key, attempt, job.run_id, entry.id, node or socket.gethostname())
+    session = None
     try:
         with tempfile.TemporaryDirectory(prefix="llamaport-farm-") as tmp:
             session = DeviceSession(entry, Path(tmp), timeout_s)
@@ -93,7 +94,7 @@ def run_attempt(store, job: Job, entry, attempt: int, timeout_s: float, node: st
                 store.set_health(entry.id, "good", "probe passed")
             result, measured = run_measured(session, job)
     except JobError as e:
-        store.finish_attempt(attempt_id, JOB_ERROR, str(e))
+        store.finish_attempt(attempt_id, JOB_ERROR, str(e), session.last_raw_line if session else "")
         store_result(store, job, entry.id, {"error": str(e)})
         return Outcome(JOB_ERROR, str(e))
     except DeviceError as e:
@@ -105,5 +106,5 @@ def run_attempt(store, job: Job, entry, attempt: int, timeout_s: float, node: st
         store.finish_attempt(attempt_id, JOB_ERROR, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
         raise
     new = store_result(store, job, entry.id, result_summary(result, measured), result)
-    store.finish_attempt(attempt_id, OK, "" if new else "duplicate: the job already had a result")
+    store.finish_attempt(attempt_id, OK, "" if new else "duplicate: the job already had a result", session.last_raw_line)
     return Outcome(OK, result_new=new)

@@ -8,9 +8,12 @@ what it cut short as `lost` attempts."""
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,6 +50,7 @@ class LocalFarm:
         self.running: dict[str, tuple[JobState, str]] = {}  # device id -> (job, attempt started)
         self.active_devices: set[str] = set()
         self.outcome = FarmOutcome()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique per farm process
 
     def run(self, jobs: list[Job]) -> FarmOutcome:
         self.pending = [JobState(j) for j in jobs]
@@ -93,15 +97,33 @@ class LocalFarm:
             if state is None:
                 break
             with FileLease(device.id, folder):
-                if not self._healthy(device):
-                    self._give_back(state, device, Outcome(INFRA_ERROR, "probe failed"))
-                    break
-                state.attempts += 1
-                result = run_attempt(self.store, state.job, device, state.attempts, self.settings.timeout_s)
+                if not self._store_lease(device, state):
+                    continue  # another host's farm has the device: the job went back to the queue
+                try:
+                    if not self._healthy(device):
+                        self._give_back(state, device, Outcome(INFRA_ERROR, "probe failed"))
+                        break
+                    state.attempts += 1
+                    result = run_attempt(self.store, state.job, device, state.attempts, self.settings.timeout_s)
+                finally:
+                    self.store.leases.release_lease(device.id, self.holder)
             self._finish(state, device, result)
         with self.lock:
             self.active_devices.discard(device.id)
             self.lock.notify_all()
+
+    def _store_lease(self, device, state: JobState) -> bool:
+        """The device's lease row in the shared store: on one host the file lock suffices, but several hosts'
+        farms sharing one PostgreSQL store exclude each other here. It expires if we die holding it."""
+        ttl = self.settings.timeout_s + 120  # an attempt ends by its timeout; past that the holder is gone
+        if self.store.leases.take_lease(device.id, self.holder, state.job.key, ttl):
+            return True
+        with self.lock:
+            self.running.pop(device.id, None)
+            self.pending.append(state)
+            self.lock.notify_all()
+        time.sleep(1.0)
+        return False
 
     def _healthy(self, device) -> bool:
         """Probe a device whose health is not good; a failed probe takes it out of this run (health bad)."""

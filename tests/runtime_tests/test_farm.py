@@ -73,6 +73,7 @@ def test_three_bundles_on_three_devices_store_nine_results(bundles, inventory, c
     assert len(rows) == 9 and len({r.job_key for r in rows}) == 9
     assert {(r.recipe, r.device_id) for r in rows} == {(rc, d) for rc in RECIPES for d in inventory[1]}
     assert [a.outcome for a in store.attempts(run_id="nine")] == ["ok"] * 9
+    assert all(a.raw_line.startswith("LLAMAPORT_RESULT {") for a in store.attempts(run_id="nine"))  # as the device printed it
     assert all(r.passed and r.summary["gates"] == ["same_top1_pct >= 85.0", "ppl_ratio <= 1.1"] for r in rows)
     assert all(r.summary["conditions"]["before"]["cpu_governor"] == r.summary["conditions"]["after"]["cpu_governor"]
                for r in rows)  # read before and after each job (None where a device has no cpufreq)
@@ -181,3 +182,16 @@ def _cmdline(pid: str) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_a_device_leased_by_another_hosts_farm_waits_for_its_lease(bundles, inventory, tmp_path):
+    """Farms on several hosts sharing one store exclude each other by the device's lease row, which expires if
+    its holder dies: here another holder took it for 3 s and never released it."""
+    db = f"sqlite:///{tmp_path / 'farm.sqlite'}"
+    store = open_store(db)
+    assert store.leases.take_lease("host", "other-host:1234", "their-job", 3.0)
+    started = time.monotonic()
+    _, outcome, _ = run_farm(FarmRunRequest(bundles=(bundles[0],), devices=("host",), inventory=inventory[0], db=db,
+                                            run_id="shared", **SMALL))
+    assert outcome.results == 1 and time.monotonic() - started > 2.5
+    assert [a.outcome for a in store.attempts(run_id="shared")] == ["ok"] and store.leases.lease("host") is None
