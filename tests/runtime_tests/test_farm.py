@@ -110,15 +110,16 @@ def test_a_device_killed_mid_run_loses_nothing_and_doubles_nothing(bundles, inve
     killer.start()
     try:
         run_id, outcome, _ = run_farm(_request(bundles, inventory, clean_store, run_id="kill",
-                                               protocol={"decode_tokens": 64, "repeats": 3}))
+                                               protocol={"decode_tokens": 64, "repeats": 100}))
     finally:
         killer.join()
         ssh_farm.start(victim)
     rows = store.results(run_id="kill")
     assert outcome.results == len(rows) == 9 and len({r.job_key for r in rows}) == 9 and outcome.unfinished == []
-    assert victim not in {r.device_id for r in rows}  # its three jobs finished on another board of the target
     failed = [a for a in store.attempts(run_id="kill") if a.outcome != "ok"]
     assert failed and {a.device_id for a in failed} == {victim}
+    finished_on = {r.job_key: r.device_id for r in rows}
+    assert all(finished_on[a.job_key] != victim for a in failed)  # each job it lost finished on another device
     assert {a.outcome for a in failed} <= {"infra_error", "timeout"} and outcome.infra_failures == len(failed)
     assert store.health(victim) in ("unknown", "bad")
 

@@ -128,7 +128,7 @@ def test_jobs_land_on_the_node_that_holds_their_device_and_a_killed_node_loses_n
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if any(a.device_id == "dev-b" and a.outcome is None for a in store_watch.attempts(run_id="killed")):
-                time.sleep(0.5)  # well inside the job
+                time.sleep(0.3)  # inside the job: 200 timed generations take seconds
                 cluster.kill("second")
                 return
             time.sleep(0.05)
@@ -136,7 +136,7 @@ def test_jobs_land_on_the_node_that_holds_their_device_and_a_killed_node_loses_n
     killer.start()
     run_id, outcome, _ = run_farm(FarmRunRequest(bundles=bundles, devices=("dev-a", "dev-b"), inventory=cluster.inventory,
                                                  db=db, run_id="killed", ray_address=cluster.address,
-                                                 decode_tokens=64, warmup=1, repeats=20))
+                                                 decode_tokens=64, warmup=1, repeats=200))
     killer.join()
     attempts = store.attempts(run_id="killed")
     failed = [a for a in attempts if a.outcome != "ok"]
