@@ -66,10 +66,10 @@ def local_inventory(target: str = "linux-x86_64-xnnpack") -> Inventory:
 
 
 def load_inventory(path: Path) -> Inventory:
-    from llamaport.targets.profiles import _read_toml
+    from llamaport.targets.profiles import read_toml
     from llamaport.typed import from_dict
 
-    data = _read_toml(Path(path))
+    data = read_toml(Path(path), "inventory file", "[[device]] tables")
     extra = set(data) - {"device", "schema_version"}
     if extra:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(extra)}; expected [[device]] tables")

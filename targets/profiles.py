@@ -150,14 +150,15 @@ BUILTIN_TARGETS: dict[str, Target] = {t.name: t for t in (
 )}
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path, what: str = "targets file", expected: str = "[[target]] tables") -> dict:
+    """A user's TOML file, or one line saying why it cannot be read."""
     path = Path(path)
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise ConfigError(f"{path}: targets file not found") from e
+        raise ConfigError(f"{path}: {what} not found") from e
     except IsADirectoryError as e:
-        raise ConfigError(f"{path}: is a folder; pass a TOML file of [[target]] tables") from e
+        raise ConfigError(f"{path}: is a folder; pass a TOML file of {expected}") from e
     except PermissionError as e:
         raise ConfigError(f"{path}: not readable (permission denied)") from e
     except UnicodeDecodeError as e:
@@ -171,7 +172,7 @@ def load_targets(toml_path: Path | None = None) -> dict[str, Target]:
     targets = dict(BUILTIN_TARGETS)
     if toml_path is None:
         return targets
-    data = _read_toml(toml_path)
+    data = read_toml(toml_path)
     extra = set(data) - {"target"}
     if extra:
         raise ConfigError(f"{toml_path}: unknown top-level keys {sorted(extra)}; expected [[target]] tables")

@@ -178,3 +178,15 @@ def test_a_targets_file_of_the_wrong_type_or_re_enabling_a_known_miscompile_exit
 def test_an_empty_recipe_and_a_zero_context_are_refused_not_replaced(tmp_path):
     assert_refused(*_build(tmp_path, "--recipe", ""), "--recipe is empty")
     assert_refused(*_build(tmp_path, "--max-seq-len", "0"), "--max-seq-len 0 is too short")
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["farm", "run"], ("farm run: give at least one bundle folder",)),
+    (["farm", "run", "--resume", "nosuchrun"], ("--resume nosuchrun: no such run",)),
+    (["farm", "results", "--db", "mysql://x@y/z"], ("unsupported database 'mysql'",)),
+    (["farm", "run", "--inventory", "{tmp}/missing.toml", "--device", "a", "{tmp}"], ("missing.toml: inventory file not found",)),
+])
+def test_farm_bad_inputs_are_refused_in_one_line(tmp_path, args, needles):
+    db = ["--db", f"sqlite:///{tmp_path / 'farm.sqlite'}"] if "--db" not in args else []
+    result = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args] + db)
+    assert_refused(result, tmp_path / "out", *needles)
