@@ -15,16 +15,16 @@ import json
 import socket
 from dataclasses import dataclass, fields
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from llamaport.runtime_tests.farm import DEFAULT_STORE_URL  # noqa: F401  (re-exported)
 from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, Column, Double, Index, Integer, MetaData,
-                        Table, Text, create_engine, make_url, select, update)
-from sqlalchemy.engine import URL, Engine
+                        Table, Text, create_engine, select, update)
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from llamaport.errors import ConfigError, unknown_id
+from llamaport.runtime_tests.farm import DEFAULT_STORE_URL  # noqa: F401  (re-exported)
+from llamaport.runtime_tests.farm.db_url import URL_HINT, parse_url
 from llamaport.runtime_tests.farm.leases import StoreLease, db_now, dialect_insert, lease_table, write
 
 OUTCOMES = ("ok", "job_error", "infra_error", "timeout", "lost")
@@ -128,19 +128,18 @@ def job_key(run_id: str, bundle_sha256: str, device_or_target: str, protocol: di
     return hashlib.sha256(canonical_json(fields_).encode()).hexdigest()
 
 
-_URL_HINT = "use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DATABASE"
 
 
 def open_store(url: str) -> ResultStore:
     """The store at `url`, its tables created if absent. A bad URL is a ConfigError naming it and what to do."""
-    parsed = _parse_url(url)
+    parsed = parse_url(url)
     shown = parsed.render_as_string(hide_password=True)
     sqlite = parsed.get_backend_name() == "sqlite"
     try:  # a busy SQLite file waits 30 s for the other writer; an unreachable server fails within 10 s
         engine = create_engine(parsed, json_serializer=canonical_json, pool_pre_ping=True,
                                connect_args={"timeout": 30} if sqlite else {"connect_timeout": 10})
     except (ArgumentError, ImportError) as e:  # ArgumentError includes NoSuchModuleError (unknown driver)
-        raise ConfigError(f"cannot use database URL {shown}: {e}; {_URL_HINT}") from e
+        raise ConfigError(f"cannot use database URL {shown}: {e}; {URL_HINT}") from e
     store = ResultStore(engine, shown)
     try:
         store.ensure_schema()
@@ -151,30 +150,6 @@ def open_store(url: str) -> ResultStore:
         reason = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else type(e.orig).__name__
         raise ConfigError(f"cannot open the results store {shown}: {reason}; {todo}") from e
     return store
-
-
-def _parse_url(url: str) -> URL:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as e:
-        raise ConfigError(f"{url!r} is not a database URL; {_URL_HINT}") from e
-    backend = parsed.get_backend_name()
-    if backend == "postgresql":
-        # A bare postgresql:// means psycopg2 to SQLAlchemy; psycopg (3) is the driver llamaport installs.
-        return parsed.set(drivername="postgresql+psycopg") if parsed.drivername == "postgresql" else parsed
-    if backend != "sqlite":
-        raise ConfigError(f"database URL {parsed.render_as_string(hide_password=True)}: "
-                          f"unsupported database {backend!r}; {_URL_HINT}")
-    if parsed.database in (None, "", ":memory:"):
-        return parsed
-    path = Path(parsed.database).expanduser()
-    try:  # the default store lives under ~/.cache, which may not exist yet
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        reason = "a file is in the way" if isinstance(e, FileExistsError) else e.strerror
-        raise ConfigError(f"cannot create the folder of the SQLite store {url}: {reason}; "
-                          f"pick a writable file path") from e
-    return parsed.set(database=str(path))
 
 
 def _select(table: Table, cls) -> Any:
