@@ -55,6 +55,7 @@ class Build:
     context_len: int | None = None  # checkpoint
     staging: Path | None = None  # checkpoint: the bundle folder being written (beside --out)
     model_facts: ModelFacts | None = None  # checkpoint
+    tokenizer: object = None  # checkpoint: the bundle's tokenizer through pytorch_tokenizers (the device's ids)
     eval_set: EvalSet | None = None  # full_reference
     full_reference: Reference | None = None  # full_reference
     exported: Exported | None = None  # artifact

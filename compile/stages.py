@@ -65,7 +65,7 @@ def checkpoint(build) -> None:
     bundle's tokenizer written first (the eval ids come from the bundle's own file)."""
     from llamaport.compile.model_facts import model_facts
     from llamaport.compile.sources import load_checkpoint
-    from llamaport.compile.tokenizer_files import copy_into_bundle
+    from llamaport.compile.tokenizer_files import bundle_tokenizer_path, copy_into_bundle
     from llamaport.quantize.torchao_map import check_group_sizes
 
     ckpt = load_checkpoint(Path(build.request.model))
@@ -84,24 +84,41 @@ def checkpoint(build) -> None:
     build.staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     (build.staging / APP_FOLDER).mkdir()
     copy_into_bundle(ckpt, build.staging / APP_FOLDER)
+    build.tokenizer = _bundle_tokenizer(build.staging / bundle_tokenizer_path(ckpt), ckpt)
     build.model_facts = model_facts(ckpt, context_len)
+
+
+def _bundle_tokenizer(path: Path, ckpt):
+    """The bundle's own tokenizer file, read by the runner's C++ tokenizer (the eval ids come from it: the
+    ids a device will produce), with BOS and EOS checked against it."""
+    from llamaport.runtime_tests.tokenizer import load_tokenizer
+
+    try:
+        tok = load_tokenizer(path)
+    except ValueError as e:
+        raise ConfigError(f"{ckpt.tokenizer.path}: ExecuTorch's tokenizer cannot read it ({e})") from e
+    check_special_ids(ckpt, tok.vocab_size())
+    return tok
 
 
 def full_reference(build) -> None:
     """The full model's outputs on the eval set; the model itself is dropped before the export."""
     from llamaport.compile.eval_data import build_eval_set
     from llamaport.compile.golden_build import full_reference as reference_of
-    from llamaport.compile.tokenizer_files import bundle_tokenizer_path
-    from llamaport.runtime_tests.tokenizer import load_tokenizer
 
-    ckpt = build.checkpoint
-    tok_path = build.staging / bundle_tokenizer_path(ckpt)
-    try:
-        tok = load_tokenizer(tok_path)
-    except ValueError as e:
-        raise ConfigError(f"{ckpt.tokenizer.path}: ExecuTorch's tokenizer cannot read it ({e})") from e
-    build.eval_set = build_eval_set(tok, build.request.eval_text, build.context_len)
-    build.full_reference = reference_of(ckpt, build.eval_set)
+    build.eval_set = build_eval_set(build.tokenizer, build.request.eval_text, build.context_len)
+    build.full_reference = reference_of(build.checkpoint, build.eval_set)
+
+
+def check_special_ids(ckpt, tokenizer_vocab: int) -> None:
+    """BOS and EOS must be tokens the tokenizer has and rows the embedding has: a config naming Llama 3's
+    128000/128001 beside a 512-token tokenizer would otherwise build a bundle that never stops."""
+    limit = min(tokenizer_vocab, ckpt.config["vocab_size"])
+    for name, token in (("bos_token_id", ckpt.bos_id), *(("eos_token_id", e) for e in ckpt.eos_ids)):
+        if not 0 <= token < limit:
+            raise ConfigError(f"{ckpt.tokenizer.path.parent}: {name} {token} is outside the tokenizer's vocabulary "
+                              f"({tokenizer_vocab} tokens in {ckpt.tokenizer.path.name}; the embedding has "
+                              f"{ckpt.config['vocab_size']} rows); fix the id in the model's config or use its own tokenizer")
 
 
 def artifact(build) -> None:

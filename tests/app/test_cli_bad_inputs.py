@@ -190,3 +190,11 @@ def test_farm_bad_inputs_are_refused_in_one_line(tmp_path, args, needles):
     db = ["--db", f"sqlite:///{tmp_path / 'farm.sqlite'}"] if "--db" not in args else []
     result = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args] + db)
     assert_refused(result, tmp_path / "out", *needles)
+
+
+def test_bos_and_eos_ids_outside_the_tokenizer_are_refused(tmp_path, hf_copy):
+    config = json.loads((hf_copy / "config.json").read_text())
+    config.update(bos_token_id=128000, eos_token_id=128001)
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    assert_refused(*_build(tmp_path, hf_copy), "bos_token_id 128000 is outside the tokenizer's vocabulary",
+                   "512 tokens in tokenizer.json")
