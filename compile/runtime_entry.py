@@ -13,6 +13,8 @@ BOS = {
     "executorch-pte": "TextLLMRunner / LlmModule: GenerationConfig(num_bos=1); the tokenizer's encode(text, bos=1)",
     # onnxruntime-genai 0.15.2 creates every tokenizer with add_special_tokens=false, whatever the tokenizer
     # files say (src/models/model.cpp since v0.11); with the option set, the post-processor's BOS is added.
+    # Can go when an onnxruntime-genai release reads add_special_tokens from the bundle's tokenizer files
+    # (the og.Tokenizer golden-ids test in tests/compile/test_build_onnx.py then passes without the option).
     "onnxruntime-genai": 'og.Tokenizer(model).update_options(add_special_tokens="true") before encode',
     "huggingface-onnx": "transformers' AutoTokenizer adds it (the tokenizer's post-processor)",
 }
