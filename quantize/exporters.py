@@ -29,10 +29,35 @@ class Exporter:
     builds: Callable[[QuantScheme], bool]  # the schemes it can express
     export: str  # (checkpoint, scheme, context_len, backends, work) -> Exported
     quantized_reference: str  # (checkpoint, scheme, eval_set, context_len, artifact) -> (logits, greedy)
+    # A fixed-length forward without KV cache (NPU programs): eval text is scored in windows of the
+    # context length and greedy runs re-read the whole window each step, for every reference alike.
+    windowed: bool = False
+
+
+def _cpu_float(s: QuantScheme) -> bool:
+    """CPU paths compute in fp32 and quantize activations dynamically, never by calibration."""
+    return s.compute == "fp32" and not s.static
 
 
 def _executorch_builds(s: QuantScheme) -> bool:
-    return not s.algorithms()  # torchao's own choice of rounding; see quantize.torchao_map
+    return _cpu_float(s) and not s.algorithms()  # torchao's own choice of rounding; see quantize.torchao_map
+
+
+def _ethos_u_builds(s: QuantScheme) -> bool:
+    return s.static and s.compute == "fp32"
+
+
+def _coreml_builds(s: QuantScheme) -> bool:
+    """CoreML runs fp16; weights stay fp16 or are palettized/linearly quantized to 8 or 4 bits by coremltools."""
+    body, head = s.linear, s.output_quant
+    return (s.compute == "fp16" and body.kind in ("fp32", "8w", "4w") and head == body and not s.algorithms()
+            and s.embedding.bits == 32)
+
+
+def _vulkan_builds(s: QuantScheme) -> bool:
+    body, head = s.linear, s.output_quant
+    return _cpu_float(s) and body.kind in ("fp32", "8da4w") and head == body and not s.algorithms() \
+        and s.embedding.bits == 32
 
 
 def _onnx_embedding_fits(s: QuantScheme) -> bool:
@@ -46,14 +71,14 @@ def _ort_genai_builds(s: QuantScheme) -> bool:
     """The builder quantizes every MatMul alike (MatMulNBits, 4-bit) except an output layer it may skip; it
     has no per-channel int8 MatMul, and its algorithms are not the ones our ids name."""
     body, head = s.linear, s.output_quant
-    return (body.kind in ("fp32", "4w", "8da4w") and not s.algorithms() and _onnx_embedding_fits(s)
+    return (_cpu_float(s) and body.kind in ("fp32", "4w", "8da4w") and not s.algorithms() and _onnx_embedding_fits(s)
             and (head == body or head.kind == "fp32"))
 
 
 def _optimum_onnx_builds(s: QuantScheme) -> bool:
     """onnxruntime's quantizers on the exported graph: MatMulNBits (4w, 8da4w) or dynamic int8 (8da8w)."""
     body, head = s.linear, s.output_quant
-    return (body.kind in ("fp32", "4w", "8da4w", "8da8w") and _onnx_embedding_fits(s)
+    return (_cpu_float(s) and body.kind in ("fp32", "4w", "8da4w", "8da8w") and _onnx_embedding_fits(s)
             and (head == body or head.kind == "fp32"))
 
 
@@ -66,6 +91,32 @@ EXPORTERS: dict[str, Exporter] = {e.id: e for e in (
         runtime_package="executorch", runners=("executorch-runtime", "executorch-llm-runner"),
         builds=_executorch_builds, export=f"{_C}.executorch:export",
         quantized_reference="llamaport.compile.golden_build:quantized_eager_outputs"),
+    Exporter(
+        id="executorch-ethos-u", recipe_prefix="et", runtime="executorch", backends=("ethos-u55", "ethos-u85"),
+        artifact="model.pte", artifact_data=False, layout="executorch-pte", app_config=None,
+        load_with="ExecuTorch's arm_executor_runner (examples/arm/executor_runner) on a Corstone-300 (U55) or "
+                  "Corstone-320 (U85) system, the .pte placed in flash; one call is one fixed-length forward",
+        runtime_package="executorch", runners=("tosa-reference-model",), builds=_ethos_u_builds,
+        export=f"{_C}.ethos_u:export", quantized_reference=f"{_C}.ethos_u:quantized_outputs", windowed=True),
+    Exporter(
+        id="executorch-coreml", recipe_prefix="et", runtime="executorch", backends=("coreml",),
+        artifact="model.pte", artifact_data=False, layout="executorch-pte", app_config=None,
+        load_with="executorch.extension.llm.runner.TextLLMRunner('model/model.pte', 'model/<tokenizer>') on iOS/macOS "
+                  "(the CoreML backend linked in)",
+        runtime_package="executorch", runners=(), builds=_coreml_builds, export=f"{_C}.coreml:export",
+        quantized_reference=f"{_C}.coreml:quantized_outputs"),
+    Exporter(
+        id="executorch-vulkan", recipe_prefix="et", runtime="executorch", backends=("vulkan",),
+        artifact="model.pte", artifact_data=False, layout="executorch-pte", app_config=None,
+        load_with="Android LlmModule('model/model.pte', 'model/<tokenizer>') with the Vulkan backend linked in",
+        runtime_package="executorch", runners=(), builds=_vulkan_builds, export=f"{_C}.vulkan:export",
+        quantized_reference="llamaport.compile.golden_build:quantized_eager_outputs"),
+    Exporter(
+        id="executorch-qnn", recipe_prefix="et", runtime="executorch", backends=("qnn",),
+        artifact="model.pte", artifact_data=False, layout="executorch-pte", app_config=None,
+        load_with="Android LlmModule('model/model.pte', 'model/<tokenizer>') with the QNN backend and the QNN runtime libraries",
+        runtime_package="executorch", runners=(), builds=_ethos_u_builds, export=f"{_C}.qnn:export",
+        quantized_reference=f"{_C}.qnn:quantized_outputs"),
     Exporter(
         id="ort-genai", recipe_prefix="ortgenai", runtime="onnxruntime", backends=("cpu",),
         artifact="model.onnx", artifact_data=True, layout="onnxruntime-genai", app_config="genai_config.json",

@@ -10,7 +10,12 @@ from dataclasses import asdict, dataclass
 
 from llamaport.errors import ConfigError, unknown_id
 
-LINEAR_KINDS = ("fp32", "8w", "4w", "8da8w", "8da4w")
+# Dynamic kinds ("da": activations quantized at run time, per token) suit CPUs; static kinds ("8a8w",
+# "16a8w": activation scales fixed by calibration, integer-only graphs) are what NPUs execute.
+LINEAR_KINDS = ("fp32", "8w", "4w", "8da8w", "8da4w", "8a8w", "16a8w")
+STATIC_KINDS = ("8a8w", "16a8w")
+# The dtype the float parts of the graph compute in: fp16 for backends that run half precision (CoreML).
+COMPUTE_DTYPES = ("fp32", "fp16")
 EMBEDDING_BITS = (32, 8, 4)
 # How weights are rounded, where the id names it. Without one, each path uses its own default: torchao's
 # (HQQ scale-only for 8da*w, round-to-nearest otherwise) or onnxruntime's symmetric blockwise RTN (MLAS).
@@ -32,6 +37,8 @@ class LinearQuant:
             raise unknown_id("linear quantization kind", self.kind, LINEAR_KINDS)
         if self.kind == "fp32" and (self.group_size is not None or self.algorithm is not None):
             raise ConfigError("fp32 linears take no group_size or algorithm")
+        if self.kind in STATIC_KINDS and (self.group_size is not None or self.algorithm is not None):
+            raise ConfigError(f"{self.kind} linears are per-channel and calibrated: no group_size or algorithm")
         if self.algorithm is not None and self.algorithm not in ALGORITHMS:
             raise unknown_id("quantization algorithm", self.algorithm, ALGORITHMS)
         if self.group_size is not None and (self.group_size <= 0 or self.group_size & (self.group_size - 1)):
@@ -66,6 +73,21 @@ class QuantScheme:
     linear: LinearQuant = LinearQuant()
     output: LinearQuant | None = None  # None: the output layer follows `linear`, as in ExecuTorch's qmode
     embedding: EmbeddingQuant = EmbeddingQuant()
+    compute: str = "fp32"
+
+    def __post_init__(self):
+        if self.compute not in COMPUTE_DTYPES:
+            raise unknown_id("compute dtype", self.compute, COMPUTE_DTYPES)
+        kinds = self.linear_kinds()
+        if kinds & set(STATIC_KINDS) and kinds - set(STATIC_KINDS):
+            raise ConfigError("a static int8 graph quantizes every layer alike: the output layer cannot differ")
+        if kinds & set(STATIC_KINDS) and self.embedding.bits != 32:
+            raise ConfigError("static int8 schemes quantize the embedding with the graph; give no embedding setting")
+
+    @property
+    def static(self) -> bool:
+        """Activation scales fixed by calibration: the build needs calibration text."""
+        return bool(self.linear_kinds() & set(STATIC_KINDS))
 
     @property
     def output_quant(self) -> LinearQuant:
@@ -78,6 +100,8 @@ class QuantScheme:
             parts.append(f"out{self.output.id}")
         if self.embedding.id:
             parts.append(self.embedding.id)
+        if self.compute != "fp32":
+            parts = [self.compute] if parts == ["fp32"] else parts + [self.compute]
         return "-".join(parts)
 
     def linear_kinds(self) -> set[str]:
@@ -116,6 +140,11 @@ SCHEMES: dict[str, QuantScheme] = _named(
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32)),
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(8)),
     QuantScheme(LinearQuant("8w"), embedding=EmbeddingQuant(8)),
+    QuantScheme(LinearQuant("8a8w")),  # NPUs: calibrated int8 activations and weights
+    QuantScheme(LinearQuant("16a8w")),  # Ethos-U85: 16-bit activations, int8 weights
+    QuantScheme(compute="fp16"),  # CoreML: half precision throughout ...
+    QuantScheme(LinearQuant("8w"), compute="fp16"),  # ... with int8 weights per channel
+    QuantScheme(LinearQuant("4w", 32), compute="fp16"),  # ... with int4 weights in blocks of 32
 )
 
 

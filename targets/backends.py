@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LINEAR_KINDS = ("fp32", "8w", "4w", "8da8w", "8da4w")
+LINEAR_KINDS = ("fp32", "8w", "4w", "8da8w", "8da4w", "8a8w", "16a8w")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class Backend:
     executes: tuple[str, ...]  # linear kinds the backend has kernels for
     limits: tuple[Limit, ...] = ()
     fallback: bool = False  # runs whatever the backends before it did not take
+    # The separate toolchain its lowering needs (llamaport.targets.toolchains), created on first use.
+    toolchain: str | None = None
+    # Why this host cannot execute what the backend compiles (no such hardware, no runtime backend), or
+    # None when it can: builds then say "compiled; not runnable on this host" and check the eager model.
+    not_runnable_here: str | None = None
 
     def forbidden(self, kind: str) -> Limit | None:
         return next((lim for lim in self.limits if kind in lim.kinds and not lim.together_with), None)
@@ -62,9 +67,19 @@ XNNPACK_8W_WITH_DYNAMIC = Limit(
     remove_when="one partitioner lowers int8 weight-only linears whole (XNNPACK gains an fp32-activation int8 GEMM)")
 
 BACKENDS: dict[str, Backend] = {b.id: b for b in (
-    Backend("xnnpack", "executorch", LINEAR_KINDS, limits=(XNNPACK_INT4_WEIGHT_ONLY, XNNPACK_8W_WITH_DYNAMIC)),
+    Backend("xnnpack", "executorch", ("fp32", "8w", "4w", "8da8w", "8da4w"), limits=(XNNPACK_INT4_WEIGHT_ONLY, XNNPACK_8W_WITH_DYNAMIC)),
     # ExecuTorch's portable kernels: whatever no delegate took runs there.
     Backend("portable", "executorch", ("fp32", "8w"), fallback=True),
+    # Arm Ethos-U NPUs through ExecuTorch's Arm backend (TOSA, then Vela): static int8 graphs only; the
+    # U85 also runs 16-bit activations. Checked on this host with the TOSA reference model.
+    Backend("ethos-u55", "executorch", ("8a8w",), toolchain="arm-ethos-u"),
+    Backend("ethos-u85", "executorch", ("8a8w", "16a8w"), toolchain="arm-ethos-u"),
+    Backend("coreml", "executorch", ("fp32", "8w", "4w"),
+            not_runnable_here="ExecuTorch's CoreML backend runs only on Apple devices (the Linux runtime has no CoreML)"),
+    Backend("vulkan", "executorch", ("fp32", "8da4w"),
+            not_runnable_here="this host's ExecuTorch runtime is built without the Vulkan backend (and has no GPU)"),
+    Backend("qnn", "executorch", ("8a8w", "16a8w"),
+            not_runnable_here="QNN HTP programs run only on Qualcomm SoCs (or the QNN SDK's simulator)"),
     # onnxruntime's CPU execution provider (MLAS): MatMulNBits int4 with fp32 or int8 compute, dynamic int8.
     Backend("cpu", "onnxruntime", ("fp32", "4w", "8da4w", "8da8w"), fallback=True),
 )}

@@ -39,7 +39,8 @@ def test_recipe_and_target_ids_complete():
                                                            "et-xnnpack-8da4w-g128", "et-xnnpack-8da4w-g32-out8da8w",
                                                            "et-xnnpack-8da4w-g32-outfp32", "et-xnnpack-8da4w-g32-emb4g32",
                                                            "et-xnnpack-8da4w-g32-emb8"}
-    assert _complete_target("android") == ["android-arm64-xnnpack", "android-arm64-ort"]
+    assert _complete_target("android") == ["android-arm64-xnnpack", "android-arm64-ort", "android-arm64-vulkan",
+                                           "android-arm64-qnn"]
     env = {"_LLAMAPORT_COMPLETE": "complete_bash", "COMP_WORDS": "llamaport build --recipe ortgenai-cpu-8da4w-g1",
            "COMP_CWORD": "3"}
     out = subprocess.run([sys.executable, "-m", "llamaport"], env={**__import__("os").environ, **env},
