@@ -23,6 +23,13 @@ class EvalSet:
     latency_prompt_text: str
     latency_prompt: list[int]
     source: str
+    window: int | None = None  # fixed-length programs: teacher-forced ids are read in windows of this length
+
+    def windows(self) -> list[list[int]]:
+        """The teacher-forced ids as the program reads them: whole, or window by window."""
+        if self.window is None:
+            return [self.ids]
+        return [self.ids[i: i + self.window] for i in range(0, len(self.ids), self.window)]
 
 
 def _word_prefix(tok, text: str, max_tokens: int) -> tuple[str, list[int]]:
@@ -40,7 +47,7 @@ def _word_prefix(tok, text: str, max_tokens: int) -> tuple[str, list[int]]:
     return best
 
 
-def build_eval_set(tok, text_path: Path | None, context_len: int) -> EvalSet:
+def build_eval_set(tok, text_path: Path | None, context_len: int, windowed: bool = False) -> EvalSet:
     from llamaport.runtime_tests.tokenizer import encode
 
     path = Path(text_path) if text_path else DEFAULT_EVAL_TEXT
@@ -51,10 +58,12 @@ def build_eval_set(tok, text_path: Path | None, context_len: int) -> EvalSet:
     if not lines:
         raise ConfigError(f"{path}: eval text is empty")
     text = " ".join(lines)
-    ids = encode(tok, text, bos=True)[: min(EVAL_TOKENS, context_len)]
+    # A windowed program reads any length in windows of its context; others read at most their context.
+    ids = encode(tok, text, bos=True)[: EVAL_TOKENS if windowed else min(EVAL_TOKENS, context_len)]
     greedy = min(GREEDY_TOKENS, context_len - PROMPT_TOKENS - 1)
     prompts = [_word_prefix(tok, ln, PROMPT_TOKENS) for ln in lines[-PROMPTS:]]
     latency_text, latency_ids = _word_prefix(tok, text, min(LATENCY_PROMPT_TOKENS, context_len // 2))
     if len(ids) < 16 or greedy < 8 or any(len(p[1]) < 2 for p in prompts) or len(latency_ids) < 2:
         raise ConfigError(f"{path}: eval text or context ({context_len}) too short to measure accuracy")
-    return EvalSet(ids, [p[0] for p in prompts], [p[1] for p in prompts], greedy, latency_text, latency_ids, str(path))
+    return EvalSet(ids, [p[0] for p in prompts], [p[1] for p in prompts], greedy, latency_text, latency_ids, str(path),
+                   window=context_len if windowed else None)

@@ -22,7 +22,7 @@ def full_reference(ckpt: LlamaCheckpoint, eval_set: EvalSet) -> Reference:
     from llamaport.compile.reference import full_model, greedy_tokens, teacher_forced_logits
 
     model = full_model(ckpt)
-    logits = teacher_forced_logits(model, eval_set.ids)
+    logits = torch.cat([teacher_forced_logits(model, w) for w in eval_set.windows()])
     greedy = [greedy_tokens(model, p, eval_set.greedy_tokens) for p in eval_set.prompts]
     del model
     gc.collect()
@@ -36,7 +36,7 @@ def quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set
     from llamaport.compile.exporters.executorch import quantized_eager
 
     model = quantized_eager(ckpt, scheme, context_len, full_logits=True)
-    logits = model(torch.tensor([eval_set.ids]))[0].float()
+    logits = torch.cat([model(torch.tensor([w]))[0].float() for w in eval_set.windows()])
     runs = []
     for prompt in eval_set.prompts:  # no KV cache in this model: each step rereads the whole sequence
         seq = list(prompt)

@@ -37,7 +37,9 @@ def _heads_for(suffix: str, cfg: dict) -> int | None:
     return None
 
 
-def hf_to_meta(sd: dict[str, torch.Tensor], cfg: dict) -> dict[str, torch.Tensor]:
+def hf_to_meta(sd: dict[str, torch.Tensor], cfg: dict, permute_rope: bool = True) -> dict[str, torch.Tensor]:
+    """Meta names; q/k rows permuted to Meta's interleaved RoPE unless `permute_rope` is False (for
+    ExecuTorch's use_hf_rope, which rotates halves as Hugging Face does)."""
     out = {}
     for name, w in sd.items():
         if name in _TOP_NAMES:
@@ -45,7 +47,7 @@ def hf_to_meta(sd: dict[str, torch.Tensor], cfg: dict) -> dict[str, torch.Tensor
             continue
         _, _, idx, suffix = name.split(".", 3)
         heads = _heads_for(suffix, cfg)
-        out[f"layers.{idx}.{_LAYER_NAMES[suffix]}"] = w if heads is None else hf_to_meta_rope(w, heads)
+        out[f"layers.{idx}.{_LAYER_NAMES[suffix]}"] = w if heads is None or not permute_rope else hf_to_meta_rope(w, heads)
     if cfg["tie_word_embeddings"]:
         out["output.weight"] = out["tok_embeddings.weight"]
     return out

@@ -23,7 +23,8 @@ def _golden_info(build) -> GoldenInfo:
     return GoldenInfo(file=GOLDEN_PATH, bytes=(build.staging / GOLDEN_PATH).stat().st_size, eval_source=g.eval_source,
                       positions=len(g.ids) - 1, references={k: r.kind for k, r in g.references.items()},
                       top_k=None if full.kind == "full" else int(full.topk_ids.shape[1]), prompts=len(g.prompts),
-                      greedy_tokens=g.greedy_tokens, latency_prompt_tokens=len(g.latency_prompt))
+                      greedy_tokens=g.greedy_tokens, latency_prompt_tokens=len(g.latency_prompt),
+                      window=build.eval_set.window)
 
 
 def _source_info(build) -> SourceInfo:

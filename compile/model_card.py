@@ -55,7 +55,39 @@ positions of `{Path(m.golden.eval_source).name}` and {m.golden.prompts} greedy p
 Gates: {gates}.
 
 {table}
-"""
+{_measured_by(m)}{_npu_section(m)}"""
+
+
+def _measured_by(m: Manifest) -> str:
+    acc = m.accuracy
+    if acc.not_runnable_here:
+        return f"\n**{acc.not_runnable_here}.** Both columns are the quantized eager model on this host.\n"
+    if acc.measured_by == "tosa-reference-model":
+        return ("\n\"This bundle\" is the NPU program on the TOSA reference model (tosa-tools), run on the build host: "
+                "the TOSA that Vela compiled into model.pte, with TOSA's exact integer semantics. It is not a run on "
+                f"the silicon. Teacher-forced positions are read in windows of {m.golden.window} tokens, the program's "
+                "fixed length.\n")
+    return ""
+
+
+def _npu_section(m: Manifest) -> str:
+    est, cal = m.lowering.npu_estimate, m.lowering.calibration
+    lines = []
+    if cal is not None:
+        source = ("ExecuTorch export_llama's one example input (a dummy: kept only to measure what calibration is worth)"
+                  if cal.source == "dummy" else f"`{Path(cal.source).name}`")
+        lines += ["", "## Calibration", "",
+                  f"Static int8: activation ranges measured on {cal.samples} windows of {cal.tokens_per_sample} tokens "
+                  f"of {source}, never the eval text."]
+    if est is not None:
+        cpu = ", ".join(f"{op} x{n}" for op, n in est.cpu_ops.items()) or "none"
+        lines += ["", "## NPU estimate (Vela; an estimate, not a measurement)", "",
+                  f"{est.compiler} for {est.accelerator} ({est.system_config}, {est.memory_mode}, {est.clock_mhz:g} MHz): "
+                  f"one {est.forward_tokens}-token forward takes an estimated **{est.estimated_ms:.3f} ms** "
+                  f"({est.npu_cycles:,} NPU / {est.total_cycles:,} total cycles), SRAM {est.sram_bytes / 1024:.1f} KiB, "
+                  f"flash {est.flash_bytes / 1024:.1f} KiB, in {len(est.delegates)} NPU delegate(s). "
+                  f"Left on the CPU by ExecuTorch: {cpu}."]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def write_model_card(m: Manifest, bundle: Path) -> Path:

@@ -43,6 +43,10 @@ class BuildRequest:
     eval_text: Path | None = None
     targets_file: Path | None = None
     overwrite: bool = False
+    # Static int8 recipes: the text activation ranges are calibrated on (None: the model folder's
+    # calibration.txt; "dummy": export_llama's one example input, only to measure what calibration is worth).
+    calibration_text: Path | str | None = None
+    calibration_samples: int | None = None
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Build:
     model_facts: ModelFacts | None = None  # checkpoint
     tokenizer: object = None  # checkpoint: the bundle's tokenizer through pytorch_tokenizers (the device's ids)
     eval_set: EvalSet | None = None  # full_reference
+    calibration: object = None  # full_reference: the CalibrationSet of a static recipe
     full_reference: Reference | None = None  # full_reference
     exported: Exported | None = None  # artifact
     runtime_entry: RuntimeEntry | None = None  # artifact
@@ -79,6 +84,8 @@ class Build:
         return {"model": str(r.model), "source_format": self.source_format, "recipe": self.recipe.id,
                 "target": self.target.name, "targets_file": str(r.targets_file) if r.targets_file else None,
                 "out": str(r.out), "max_seq_len": r.max_seq_len, "eval_text": str(r.eval_text) if r.eval_text else None,
+                "calibration_text": str(r.calibration_text) if r.calibration_text else None,
+                "calibration_samples": r.calibration_samples,
                 "recipe_fields": self.recipe.to_dict(), "target_fields": self.target.to_dict()}
 
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from llamaport.errors import CheckFailed, ConfigError
-from llamaport.runtime_tests.manifest import ACCURACY_PATH, APP_FOLDER, GOLDEN_PATH, MANIFEST
+from llamaport.runtime_tests.manifest import ACCURACY_PATH, APP_FOLDER, CHECK_FOLDER, GOLDEN_PATH, MANIFEST
 
 
 def plan(build) -> None:
@@ -34,6 +34,23 @@ def plan(build) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: is a file; --out names the bundle folder to create")
     build.source_format = detect_format(Path(request.model))
+    _plan_calibration(build)
+
+
+def _plan_calibration(build) -> None:
+    """Static recipes need calibration text (checked before any weights are read); others take none."""
+    from llamaport.compile.calibration import calibration_path
+    from llamaport.compile.eval_data import DEFAULT_EVAL_TEXT
+
+    request = build.request
+    if not build.recipe.scheme.static:
+        if request.calibration_text is not None or request.calibration_samples is not None:
+            raise ConfigError(f"recipe {build.recipe.id} is not calibrated; --calibration-text and --calibration-samples "
+                              "apply to static int8 recipes only")
+        return
+    if request.calibration_samples is not None and request.calibration_samples < 1:
+        raise ConfigError(f"--calibration-samples must be at least 1, got {request.calibration_samples}")
+    calibration_path(Path(request.model), request.calibration_text, Path(request.eval_text or DEFAULT_EVAL_TEXT))
 
 
 def _layer_widths(cfg: dict) -> dict[str, list[int]]:
@@ -106,8 +123,21 @@ def full_reference(build) -> None:
     from llamaport.compile.eval_data import build_eval_set
     from llamaport.compile.golden_build import full_reference as reference_of
 
-    build.eval_set = build_eval_set(build.tokenizer, build.request.eval_text, build.context_len)
+    windowed = build.recipe.capabilities.windowed
+    build.eval_set = build_eval_set(build.tokenizer, build.request.eval_text, build.context_len, windowed)
+    build.calibration = _calibration_set(build)
     build.full_reference = reference_of(build.checkpoint, build.eval_set)
+
+
+def _calibration_set(build):
+    from llamaport.compile.calibration import DEFAULT_SAMPLES, build_calibration_set, calibration_path
+
+    request = build.request
+    if not build.recipe.scheme.static:
+        return None
+    source = calibration_path(Path(request.model), request.calibration_text, Path(build.eval_set.source))
+    return build_calibration_set(build.tokenizer, source, request.calibration_samples or DEFAULT_SAMPLES,
+                                 build.context_len, build.checkpoint.config["vocab_size"])
 
 
 def check_special_ids(ckpt, tokenizer_vocab: int) -> None:
@@ -128,12 +158,23 @@ def artifact(build) -> None:
 
     work = build.staging / ".work"
     work.mkdir()
+    from llamaport.compile.exporters.exported import ExportInputs
+
+    inputs = ExportInputs(target=build.target, eval_set=build.eval_set, calibration=build.calibration)
     exported = load_entry(build.recipe.capabilities.export)(
-        build.checkpoint, build.recipe.scheme, build.context_len, build.target.backends, work)
+        build.checkpoint, build.recipe.scheme, build.context_len, build.target.backends, work, inputs)
     for f in exported.files:
         f.rename(build.staging / APP_FOLDER / f.name)
+    for f in exported.check_files:  # what the check needs beside the app's files (the NPU's TOSA programs)
+        dest = build.staging / CHECK_FOLDER / f.name
+        dest.parent.mkdir(exist_ok=True)
+        f.rename(dest)
     shutil.rmtree(work)
     build.exported = exported
+    if exported.rope_layout is not None:
+        import dataclasses
+
+        build.model_facts = dataclasses.replace(build.model_facts, rope_layout=exported.rope_layout)
     build.runtime_entry = runtime_entry(build)
 
 
@@ -142,6 +183,9 @@ def quantized_reference(build) -> None:
     weights dequantized): full vs it is the quantization gap, it vs the artifact the lowering gap."""
     from llamaport.entry import load_entry
 
+    if build.exported.quantized_outputs is not None:  # the exporter ran its own (a calibrated graph's fake-quant)
+        build.quantized_outputs = build.exported.quantized_outputs
+        return
     build.quantized_outputs = load_entry(build.recipe.capabilities.quantized_reference)(
         build.checkpoint, build.recipe.scheme, build.eval_set, build.context_len, build.staging / build.runtime_entry.model)
 

@@ -15,17 +15,27 @@ DEVICE_PACKAGE = Path(__file__).parent / "device"
 ZIP_PACKAGE = "llamaport_device"  # the device package's name inside the zip
 
 
-def job_fields(runtime, model) -> dict:
-    """The manifest's facts a runtime driver needs to load a bundle's model."""
-    return {"model": runtime.model, "tokenizer": runtime.tokenizer, "context_len": model.context_len,
-            "num_key_value_heads": model.num_key_value_heads, "head_dim": model.head_dim}
+# Runners that run a simulator of the target's hardware on this host, with the toolchain it comes in.
+SIMULATOR_TOOLCHAINS = {"tosa-reference-model": "arm-ethos-u"}
+
+
+def job_fields(runtime, model, runner: str | None = None) -> dict:
+    """The manifest's facts a runtime driver needs to load a bundle's model (and a simulator's toolchain,
+    created on first use)."""
+    fields = {"model": runtime.model, "tokenizer": runtime.tokenizer, "context_len": model.context_len,
+              "num_key_value_heads": model.num_key_value_heads, "head_dim": model.head_dim}
+    if runner in SIMULATOR_TOOLCHAINS:
+        from llamaport.targets.toolchains import ensure_toolchain
+
+        fields["toolchain"] = str(ensure_toolchain(SIMULATOR_TOOLCHAINS[runner]))
+    return fields
 
 
 def device_job(manifest: Manifest, manifest_sha256: str, bundle_on_device: str, runner: str, protocol,
                accuracy: bool = True) -> dict:
     return {"runner": runner, "bundle": bundle_on_device, "manifest_sha256": manifest_sha256,
             "files": [{"path": f.path, "bytes": f.bytes, "sha256": f.sha256} for f in manifest.files],
-            "golden": GOLDEN_PATH, "manifest": MANIFEST, **job_fields(manifest.runtime, manifest.model),
+            "golden": GOLDEN_PATH, "manifest": MANIFEST, **job_fields(manifest.runtime, manifest.model, runner),
             "protocol": protocol.to_dict(), "accuracy": accuracy}
 
 
@@ -34,7 +44,7 @@ def load_model(runner: str, bundle: Path, runtime, model):
     from llamaport.runtime_tests.device.drivers import DRIVERS
 
     driver = importlib.import_module(f"llamaport.runtime_tests.device.drivers.{DRIVERS[runner]}")
-    return driver.load(Path(bundle), job_fields(runtime, model))
+    return driver.load(Path(bundle), job_fields(runtime, model, runner))
 
 
 def _sources() -> list[Path]:

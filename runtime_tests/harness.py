@@ -30,7 +30,7 @@ from llamaport.targets.devices import resolve_device
 from llamaport.typed import from_dict
 
 log = logging.getLogger(__name__)
-KNOWN_RUNNERS = ("executorch-runtime", "executorch-llm-runner", "onnxruntime-genai", "onnxruntime")
+KNOWN_RUNNERS = ("executorch-runtime", "executorch-llm-runner", "onnxruntime-genai", "onnxruntime", "tosa-reference-model")
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,21 @@ def artifact_of(manifest: Manifest) -> Artifact:
     return Artifact(path=manifest.runtime.model, files=manifest.runtime.artifact_files, bytes=manifest.artifact_bytes())
 
 
-def _summary(primary: RunnerResult, runners: dict[str, RunnerResult], artifact_bytes: int, target) -> Summary:
+def _summary(primary: RunnerResult, runners: dict[str, RunnerResult], artifact_bytes: int, target, npu=None) -> Summary:
     from llamaport.errors import DeviceError
 
     lat = primary.latency
-    if primary.accuracy is None or lat.decode_tokens_per_s is None:
+    if lat.decode_tokens_per_s is not None:
+        decode, source = lat.decode_tokens_per_s.median, "measured"
+    elif npu is not None:  # a simulator, not timed: one fixed-length forward per generated token, at Vela's estimate
+        decode, source = 1000.0 / npu.estimated_ms, "npu-estimate"
+    else:
+        decode = source = None
+    if primary.accuracy is None or decode is None:
         raise DeviceError(f"runner {primary.runner} returned no accuracy or decode speed; it cannot give the headline")
-    decode = lat.decode_tokens_per_s.median
-    return Summary(**vars(primary.accuracy.vs_full.headline), decode_tokens_per_s=decode,
+    return Summary(**vars(primary.accuracy.vs_full.headline), decode_tokens_per_s=decode, decode_source=source,
+                   npu_estimated_ms=npu.estimated_ms if npu else None, npu_sram_bytes=npu.sram_bytes if npu else None,
+                   npu_flash_bytes=npu.flash_bytes if npu else None,
                    prefill_tokens_per_s=lat.prefill_tokens_per_s.median if lat.prefill_tokens_per_s else None,
                    ttft_s=lat.ttft_s.median if lat.ttft_s else None, prompt_tokens=lat.prompt_tokens, load_s=primary.load_s,
                    peak_rss_mb=max(r.peak_rss_mb for r in runners.values()), artifact_bytes=artifact_bytes,
@@ -82,6 +89,8 @@ def _summary(primary: RunnerResult, runners: dict[str, RunnerResult], artifact_b
 
 
 def _speedups(primary: RunnerResult, baselines: dict[str, RunnerResult]) -> dict[str, Speedup]:
+    if not baselines:
+        return {}
     decode, ttft = primary.latency.decode_tokens_per_s.median, primary.latency.ttft_s
     return {name: Speedup(decode=decode / b.latency.decode_tokens_per_s.median,
                           ttft=b.latency.ttft_s.median / ttft.median if ttft and b.latency.ttft_s else None)
@@ -99,6 +108,23 @@ def _device_info(entry, facts: dict) -> DeviceInfo:
                       cpu_count=facts.get("cpu_count"), python=str(facts.get("python", "")))
 
 
+SIMULATORS = {"tosa-reference-model": "the TOSA reference model (tosa-tools) on this host: the NPU's own program with "
+                                      "TOSA's exact integer semantics, not the silicon; speed is Vela's estimate"}
+
+
+def _check_simulator_fits(manifest, entry, request) -> None:
+    """A simulator runs on this host only, and is not timed: nothing to compare speed against."""
+    from llamaport.runtime_tests.device_job import SIMULATOR_TOOLCHAINS
+
+    simulated = [r for r in manifest.runtime.runners if r in SIMULATOR_TOOLCHAINS]
+    if simulated and entry.transport != "local":
+        raise ConfigError(f"{request.bundle}: runner {simulated[0]} simulates the NPU on this host; check it with "
+                          f"--device local (device {entry.id} is {entry.transport})")
+    if simulated and request.baselines:
+        raise ConfigError(f"{request.bundle}: runner {simulated[0]} is not timed (Vela's estimate is the speed); "
+                          "baselines compare measured speeds: leave out --baseline-model/--baseline-bundle")
+
+
 def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda s: None) -> Report:
     bundle = Path(request.bundle)
     entry = resolve_device(request.device, request.inventory)
@@ -107,6 +133,7 @@ def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda
     if unknown or not manifest.runtime.runners:
         raise ConfigError(f"{bundle}/{MANIFEST}: runners {unknown or '[]'} unknown to this llamaport; known: "
                           f"{', '.join(KNOWN_RUNNERS)}")
+    _check_simulator_fits(manifest, entry, request)
     target, protocol = manifest.target, request.protocol
     gates = with_overrides(target.gates, list(request.gate_overrides))
     with tempfile.TemporaryDirectory(prefix="llamaport-check-") as tmp:
@@ -126,7 +153,8 @@ def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda
                 baselines[b.name] = session.run_bundle(b.bundle, fp32, fp32.runtime.runners[0], protocol, accuracy=False)
     primary = runners[manifest.runtime.runners[0]]
     artifact = artifact_of(manifest)
-    summary = _summary(primary, runners, artifact.bytes, target)
+    npu = manifest.lowering.npu_estimate
+    summary = _summary(primary, runners, artifact.bytes, target, npu)
     failures = missed_gates(summary, gates)
     gap = from_dict(Metrics, golden_metadata(bundle)["quantization_gap"], f"{bundle}: golden quantization gap")
     return Report(
@@ -137,4 +165,5 @@ def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda
                          sha256=sha256_of(bundle / MANIFEST)),
         device=_device_info(entry, facts), protocol=Protocol(**protocol.to_dict()), quantization_gap=gap,
         runners=runners, baselines=baselines, speedups=_speedups(primary, baselines), summary=summary,
-        gates=tuple(g.describe() for g in gates), gate_failures=failures, passed=not failures)
+        gates=tuple(g.describe() for g in gates), gate_failures=failures, passed=not failures,
+        npu_estimate=npu, simulator=SIMULATORS.get(manifest.runtime.runners[0]))

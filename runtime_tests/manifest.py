@@ -19,7 +19,7 @@ from llamaport.targets import Target
 from llamaport.typed import Versioned
 
 MANIFEST = "manifest.json"
-MANIFEST_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 3
 APP_FOLDER, CHECK_FOLDER = "model", "check"
 GOLDEN_PATH, ACCURACY_PATH = f"{CHECK_FOLDER}/golden.safetensors", f"{CHECK_FOLDER}/accuracy.json"
 
@@ -108,12 +108,71 @@ class Delegation:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """What a static graph's activation ranges were measured on (never the eval text)."""
+
+    source: str  # the text file, or "dummy" (one synthetic input, kept only to measure what calibration is worth)
+    samples: int  # windows of `tokens_per_sample` tokens, each one forward
+    tokens_per_sample: int
+    text_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class NpuDelegateEstimate:
+    """The NPU compiler's (Vela's) performance estimate for one delegated subgraph."""
+
+    npu_cycles: int
+    total_cycles: int  # NPU plus memory-bound cycles
+    estimated_ms: float  # total cycles at the configured clock
+    sram_bytes: int
+    flash_bytes: int  # weights and command stream in the memory the target's memory mode puts them
+    npu_ops: int  # operators the NPU compiler placed on the NPU ...
+    cpu_ops: int  # ... and those it could not
+
+
+@dataclass(frozen=True)
+class NpuEstimate:
+    """An estimate by the NPU compiler, not a measurement on silicon: cycles, time, SRAM and flash of one
+    fixed-length forward, and what stays on the CPU."""
+
+    compiler: str  # e.g. "ethos-u-vela 5.1.0"
+    accelerator: str
+    system_config: str
+    memory_mode: str
+    clock_mhz: float
+    forward_tokens: int
+    estimated_ms: float  # all delegates of one forward
+    npu_cycles: int
+    total_cycles: int
+    sram_bytes: int  # the largest delegate's (they run one after the other)
+    flash_bytes: int  # all delegates together
+    delegates: tuple[NpuDelegateEstimate, ...]
+    cpu_ops: dict[str, int]  # operators ExecuTorch left outside the NPU delegates (run on the Cortex-M)
+
+    # The target profile's NPU gate metrics (llamaport.targets.profiles.NPU_GATE_METRICS).
+    @property
+    def npu_estimated_ms(self) -> float:
+        return self.estimated_ms
+
+    @property
+    def npu_sram_bytes(self) -> int:
+        return self.sram_bytes
+
+    @property
+    def npu_flash_bytes(self) -> int:
+        return self.flash_bytes
+
+
+@dataclass(frozen=True)
 class Lowering:
     """What was applied and what was lowered."""
 
     quantization: dict  # per layer family: torchao's config_to_dict, or onnxruntime's quantizer settings
     delegation: Delegation | None = None  # ExecuTorch
     op_counts: dict[str, int] | None = None  # ONNX: node types in the graph
+    calibration: Calibration | None = None  # static (calibrated) graphs
+    npu_estimate: NpuEstimate | None = None  # NPU backends: the compiler's estimate
+    notes: tuple[str, ...] = ()  # what the exporter changed and proved unchanged (e.g. padding), in words
 
 
 @dataclass(frozen=True)
@@ -127,6 +186,9 @@ class GoldenInfo:
     prompts: int
     greedy_tokens: int
     latency_prompt_tokens: int
+    # Fixed-length programs (NPUs): teacher-forced positions are scored in windows of this many tokens,
+    # each read from its start, by every reference and runner alike.
+    window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +228,10 @@ class BuildAccuracy:
     greedy_identical: bool
     gates: tuple[str, ...]
     gate_failures: tuple[GateFailure, ...]
+    # The runner whose outputs vs_full scores; for a bundle this host cannot run, the quantized reference
+    # (then not_runnable_here says why, and vs_full is the quantization gap).
+    measured_by: str = ""
+    not_runnable_here: str | None = None
 
 
 @dataclass(frozen=True)

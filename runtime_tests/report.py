@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from llamaport.errors import ConfigError
-from llamaport.runtime_tests.manifest import GateFailure, GoldenInfo, Headline, ModelFacts, RecipeInfo
+from llamaport.runtime_tests.manifest import GateFailure, GoldenInfo, Headline, ModelFacts, NpuEstimate, RecipeInfo
 from llamaport.typed import Versioned, from_dict, to_dict
 
 REPORT = "report.json"
-REPORT_SCHEMA_VERSION = 2
+REPORT_SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,12 @@ class Summary:
     peak_rss_mb: float
     artifact_bytes: int
     decode_fraction_of_bandwidth_bound: float | None
+    # "measured" on the device, or "npu-estimate": the NPU compiler's time for one fixed-length forward
+    # (one per generated token), where the runner is a simulator that is not timed.
+    decode_source: str = "measured"
+    npu_estimated_ms: float | None = None
+    npu_sram_bytes: int | None = None
+    npu_flash_bytes: int | None = None
 
     def metric(self, name: str) -> float | None:
         """A gate's metric by its name (gates are data: `{"metric": "kld_mean", "max": 0.01}`)."""
@@ -166,6 +172,8 @@ class Report(Versioned):
     gates: tuple[str, ...]
     gate_failures: tuple[GateFailure, ...]
     passed: bool
+    npu_estimate: NpuEstimate | None = None  # the NPU compiler's estimate (from the bundle's manifest)
+    simulator: str | None = None  # what ran the bundle's program instead of the hardware, in words
 
     @property
     def primary(self) -> RunnerResult:

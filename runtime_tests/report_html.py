@@ -55,6 +55,25 @@ def render(report: Report) -> str:
                              f"{p.warmup} warm-up + {p.repeats} repeats, medians"],
         ["decode vs bandwidth bound", s.decode_fraction_of_bandwidth_bound], ["created", report.created]])
     return html.page(f"llamaport check: {b.recipe.id} on {report.device.name}", [
-        verdict, facts, html.heading("Gates"), gates, html.heading("Accuracy against the full model"), accuracy,
-        html.image(plots.kld_per_position(kld), "per-position KLD"), html.heading("Latency"), latency, speedups,
+        verdict, facts, *_npu_parts(report), html.heading("Gates"), gates, html.heading("Accuracy against the full model"),
+        accuracy, html.image(plots.kld_per_position(kld), "per-position KLD"), html.heading("Latency"), latency, speedups,
         html.image(plots.latency_distribution(token_ms), "decode latency distribution")])
+
+
+def _npu_parts(report: Report) -> list[str]:
+    """What ran instead of the hardware, and the NPU compiler's estimate, each said to be what it is."""
+    parts = []
+    if report.simulator:
+        parts.append(f'<p class="fail">Not run on the NPU: this bundle was run by {html.html.escape(report.simulator)}.</p>')
+    est = report.npu_estimate
+    if est is not None:
+        parts += [html.heading(f"NPU estimate ({est.compiler}): an estimate, not a measurement"), html.table(
+            ["estimated", "value"],
+            [["accelerator", f"{est.accelerator} ({est.system_config}, {est.memory_mode}, {est.clock_mhz:g} MHz)"],
+             [f"time per {est.forward_tokens}-token forward (ms)", est.estimated_ms],
+             ["decode tokens/s (one forward per token)", 1000.0 / est.estimated_ms],
+             ["NPU / total cycles", f"{est.npu_cycles:,} / {est.total_cycles:,}"],
+             ["SRAM bytes", est.sram_bytes], ["flash bytes", est.flash_bytes],
+             ["NPU delegates (NPU ops each)", ", ".join(str(d.npu_ops) for d in est.delegates)],
+             ["ops left on the CPU", ", ".join(f"{k} x{v}" for k, v in est.cpu_ops.items()) or "none"]])]
+    return parts

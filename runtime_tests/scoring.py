@@ -28,7 +28,11 @@ def score(golden, scores: dict[str, np.ndarray], greedy_runs: list[list[int]]) -
 
 
 def latency_from_runs(runs: list[dict], prompt_tokens: int, protocol: dict) -> dict:
-    """report.Latency's fields from a driver's timed runs (time to first token, per-token decode times)."""
+    """report.Latency's fields from a driver's timed runs (time to first token, per-token decode times);
+    a driver that is not timed (a simulator) has no runs and no latency."""
+    if not runs:
+        return {"prompt_tokens": prompt_tokens, **protocol, "ttft_s": None, "prefill_tokens_per_s": None,
+                "decode_tokens_per_s": None, "token_latencies_s": []}
     ttft = [r["ttft_s"] for r in runs]
     decode = [len(r["token_latencies_s"]) / sum(r["token_latencies_s"]) for r in runs]
     return {"prompt_tokens": prompt_tokens, **protocol, "ttft_s": spread(ttft),

@@ -30,6 +30,14 @@ VOCAB_SIZE = 512
 SEQ_LEN = 128
 
 
+def write_calibration_split(out: Path) -> None:
+    """calibration.txt: training stories (never eval text) that static int8 builds measure activation ranges on."""
+    (out / "calibration.txt").write_text("\n".join(generate_stories(CALIBRATION_STORIES, TRAIN_SEED)) + "\n")
+
+
+CALIBRATION_STORIES = 40
+
+
 def train_tokenizer(texts: list[str]) -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -115,6 +123,7 @@ def main() -> None:
         model_max_length=model.config.max_position_embeddings,
     ).save_pretrained(args.out)
     (args.out / "eval.txt").write_text("\n".join(generate_stories(40, EVAL_SEED)) + "\n")
+    write_calibration_split(args.out)
     for stray in ("special_tokens_map.json",):
         if (args.out / stray).exists():
             os.remove(args.out / stray)

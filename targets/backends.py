@@ -66,6 +66,14 @@ XNNPACK_8W_WITH_DYNAMIC = Limit(
            "(llamaport.compile.exporters.executorch.xnnpack_partitioners); one .pte cannot have both",
     remove_when="one partitioner lowers int8 weight-only linears whole (XNNPACK gains an fp32-activation int8 GEMM)")
 
+ETHOS_U85_16A8W_LOWERING = Limit(
+    kinds=("16a8w",), package="executorch", version="1.5.1",
+    reason="16-bit activations recover the accuracy in the fake-quantized graph (bundled model: KLD 2.2e-4 against "
+           "1.3e-2 for 8a8w), but the lowered U85 program does not compute that graph: on the TOSA reference model it "
+           "agrees with it on 65.9% of top-1 (logit SQNR 4.9 dB), where the 8a8w program agrees on 100%",
+    remove_when="the 16a8w U85 program matches its fake-quantized graph on the TOSA reference model "
+                "(tests/compile/test_build_ethos_u.py::test_16a8w_lowering_still_differs_from_its_graph fails)")
+
 BACKENDS: dict[str, Backend] = {b.id: b for b in (
     Backend("xnnpack", "executorch", ("fp32", "8w", "4w", "8da8w", "8da4w"), limits=(XNNPACK_INT4_WEIGHT_ONLY, XNNPACK_8W_WITH_DYNAMIC)),
     # ExecuTorch's portable kernels: whatever no delegate took runs there.
@@ -73,7 +81,7 @@ BACKENDS: dict[str, Backend] = {b.id: b for b in (
     # Arm Ethos-U NPUs through ExecuTorch's Arm backend (TOSA, then Vela): static int8 graphs only; the
     # U85 also runs 16-bit activations. Checked on this host with the TOSA reference model.
     Backend("ethos-u55", "executorch", ("8a8w",), toolchain="arm-ethos-u"),
-    Backend("ethos-u85", "executorch", ("8a8w", "16a8w"), toolchain="arm-ethos-u"),
+    Backend("ethos-u85", "executorch", ("8a8w", "16a8w"), limits=(ETHOS_U85_16A8W_LOWERING,), toolchain="arm-ethos-u"),
     Backend("coreml", "executorch", ("fp32", "8w", "4w"),
             not_runnable_here="ExecuTorch's CoreML backend runs only on Apple devices (the Linux runtime has no CoreML)"),
     Backend("vulkan", "executorch", ("fp32", "8da4w"),

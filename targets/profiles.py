@@ -164,8 +164,10 @@ def _ort(name, os_, arch, budget, bandwidth, description):
 
 
 def _ethos_u(name, npu: NpuConfig, budget_mb, description):
+    # The program must fit the board: Vela's SRAM and flash figures against the board's memories.
+    fits = (Gate("npu_sram_bytes", max=npu.sram_bytes), Gate("npu_flash_bytes", max=npu.flash_bytes))
     return Target(name=name, os="none", arch="cortex-m", runtime="executorch", backends=(name.rsplit("-", 1)[0], "portable"),
-                  memory_budget_mb=budget_mb, default_context_len=32, gates=_NPU_FLOOR, description=description,
+                  memory_budget_mb=budget_mb, default_context_len=32, gates=_NPU_FLOOR + fits, description=description,
                   default_recipe=f"et-{name.rsplit('-', 1)[0]}-8a8w", npu=npu)
 
 

@@ -39,19 +39,29 @@ def bundle(tmp_path_factory):
     cache: dict = {}
     root = tmp_path_factory.mktemp("bundles")
 
-    def get(model: Path, recipe: str):
-        key = (str(model), recipe)
+    def get(model: Path, recipe: str, calibration_text=None):
+        key = (str(model), recipe, str(calibration_text))
         if key not in cache:
             out = root / f"b{len(cache)}"
-            cache[key] = run_build(BuildRequest(model=Path(model), recipe=recipe, target=host_target(recipe), out=out,
-                                                max_seq_len=TEST_CONTEXT))
+            target = host_target(recipe)
+            # NPU programs keep their target's fixed length (32); CPU bundles get room for the eval window
+            context = None if target in NPU_TARGETS.values() else TEST_CONTEXT
+            cache[key] = run_build(BuildRequest(model=Path(model), recipe=recipe, target=target, out=out,
+                                                max_seq_len=context, calibration_text=calibration_text))
         return cache[key]  # a Build: .bundle is the folder, .manifest the typed contract
     return get
 
 
+NPU_TARGETS = {"ethos-u55": "ethos-u55-128", "ethos-u85": "ethos-u85-256"}
+
+
 def host_target(recipe: str) -> str:
+    """The target a recipe is built for in tests: this host's CPU, or the NPU its backend names."""
     from llamaport.quantize import resolve_recipe
-    return {"executorch": "linux-x86_64-xnnpack", "onnxruntime": "linux-x86_64-ort"}[resolve_recipe(recipe).runtime]
+    r = resolve_recipe(recipe)
+    if r.backend in NPU_TARGETS:
+        return NPU_TARGETS[r.backend]
+    return {"executorch": "linux-x86_64-xnnpack", "onnxruntime": "linux-x86_64-ort"}[r.runtime]
 
 
 def fp32_of(recipe: str) -> str:

@@ -119,7 +119,7 @@ def delegation_summary(graph_module, backends: tuple[str, ...]) -> Delegation:
 
 
 def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backends: tuple[str, ...],
-           work: Path) -> Exported:
+           work: Path, inputs=None) -> Exported:
     import executorch.kernels.quantized  # noqa: F401  (out-variants of the quantized_decomposed ops 8w leaves in the graph)
     from executorch.examples.models.llama import export_llama_lib as et
 

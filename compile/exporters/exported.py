@@ -10,9 +10,24 @@ from llamaport.runtime_tests.manifest import Lowering
 
 
 @dataclass(frozen=True)
+class ExportInputs:
+    """What an exporter may need beyond the checkpoint and scheme: the target (an NPU's configuration),
+    the eval set (exporters that compute their own quantized reference) and a static recipe's calibration."""
+
+    target: object  # llamaport.targets.Target
+    eval_set: object  # llamaport.compile.eval_data.EvalSet
+    calibration: object = None  # llamaport.compile.calibration.CalibrationSet
+
+
+@dataclass(frozen=True)
 class Exported:
     files: tuple[Path, ...]  # the artifact first, then its external data and the runtime's config files
     lowering: Lowering
+    check_files: tuple[Path, ...] = ()  # into the bundle's check/ folder: what a runner needs beside model/
+    # (teacher-forced logits, greedy runs) of the quantized reference, when the exporter computed them
+    # itself (a calibrated graph exists only inside the export)
+    quantized_outputs: tuple | None = None
+    rope_layout: str | None = None  # when the exporter did not keep Meta's interleaved q/k layout
 
 
 def onnx_lowering(model: Path, scheme) -> Lowering:

@@ -30,7 +30,8 @@ def run_builder(hf_folder: Path, out: Path, cache: Path, precision: str, options
         raise RuntimeError(f"onnxruntime-genai's builder failed ({' '.join(argv[3:])}):\n{tail}")
 
 
-def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, backends: tuple[str, ...], work: Path) -> Exported:
+def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, backends: tuple[str, ...], work: Path,
+           inputs=None) -> Exported:
     hf = write_hf_folder(ckpt, work / "hf", context_len)
     out = work / "genai"
     precision, options = builder_options(scheme)

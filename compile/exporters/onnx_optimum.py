@@ -16,7 +16,8 @@ from llamaport.quantize.schemes import QuantScheme
 TASK = "text-generation-with-past"  # logits and present key/values out, past key/values in
 
 
-def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, backends: tuple[str, ...], work: Path) -> Exported:
+def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, backends: tuple[str, ...], work: Path,
+           inputs=None) -> Exported:
     from optimum.exporters.onnx import main_export
 
     hf = write_hf_folder(ckpt, work / "hf", context_len)

@@ -9,15 +9,26 @@ import os
 
 
 @contextlib.contextmanager
-def native_stderr_quiet():
+def native_stderr_quiet(fds: tuple[int, ...] = (2,)):
     if os.environ.get("LLAMAPORT_NATIVE_LOGS") == "1":
         yield
         return
-    saved = os.dup(2)
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
     try:
         with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+            for fd in fds:
+                os.dup2(null.fileno(), fd)
             yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in zip(fds, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def native_output_quiet():
+    """Both native streams: the TOSA reference model prints its version warning on stdout, every run."""
+    return native_stderr_quiet((1, 2))

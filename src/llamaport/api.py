@@ -19,30 +19,39 @@ from llamaport.errors import CheckFailed, ConfigError
 
 
 def plan(model=None, recipe: str | None = None, target: str | None = None, out="bundle", max_seq_len: int | None = None,
-         eval_text=None, targets_file=None, overwrite: bool = False) -> dict:
+         eval_text=None, targets_file=None, overwrite: bool = False, calibration_text=None,
+         calibration_samples: int | None = None) -> dict:
     """What `build` would do, resolved without reading weights or importing torch (`build --dry-run`)."""
-    request = _build_request(model, recipe, target, out, max_seq_len, eval_text, targets_file, overwrite)
+    request = _build_request(model, recipe, target, out, max_seq_len, eval_text, targets_file, overwrite,
+                             calibration_text, calibration_samples)
     from llamaport.compile.pipeline import plan_build
     return plan_build(request).plan()
 
 
 def _build_request(model=None, recipe=None, target=None, out="bundle", max_seq_len=None, eval_text=None,
-                   targets_file=None, overwrite=False):
+                   targets_file=None, overwrite=False, calibration_text=None, calibration_samples=None):
+    from llamaport.compile.calibration import DUMMY
     from llamaport.compile.pipeline import DEFAULT_MODEL, DEFAULT_TARGET, BuildRequest
+    calibration = calibration_text if calibration_text in (None, DUMMY) else Path(calibration_text)
     return BuildRequest(model=Path(model) if model else DEFAULT_MODEL, recipe=recipe, target=target or DEFAULT_TARGET,
                         out=Path(out), max_seq_len=max_seq_len, eval_text=Path(eval_text) if eval_text else None,
-                        targets_file=Path(targets_file) if targets_file else None, overwrite=overwrite)
+                        targets_file=Path(targets_file) if targets_file else None, overwrite=overwrite,
+                        calibration_text=calibration, calibration_samples=calibration_samples)
 
 
 def build(model=None, recipe: str | None = None, target: str | None = None, out="bundle", max_seq_len: int | None = None,
           eval_text=None, targets_file=None, overwrite: bool = False,
-          progress: Callable[[str, str, float], None] = lambda *a: None):
-    """Build a bundle and gate its accuracy; returns the Build (its .manifest is the bundle's contract)."""
+          progress: Callable[[str, str, float], None] = lambda *a: None, calibration_text=None,
+          calibration_samples: int | None = None):
+    """Build a bundle and gate its accuracy; returns the Build (its .manifest is the bundle's contract).
+    Static int8 recipes calibrate on `calibration_text` (default: the model folder's calibration.txt)."""
     from llamaport.compile.pipeline import run_build
-    return run_build(_build_request(model, recipe, target, out, max_seq_len, eval_text, targets_file, overwrite), progress)
+    return run_build(_build_request(model, recipe, target, out, max_seq_len, eval_text, targets_file, overwrite,
+                                    calibration_text, calibration_samples), progress)
 
 
-PLAN_KEYS = ("model", "recipe", "target", "targets_file", "out", "max_seq_len", "eval_text")
+PLAN_KEYS = ("model", "recipe", "target", "targets_file", "out", "max_seq_len", "eval_text", "calibration_text",
+             "calibration_samples")
 
 
 def read_plan(path) -> dict:

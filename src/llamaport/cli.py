@@ -36,6 +36,8 @@ def build(
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Context length; default: the target's, capped by the model's.")] = None,
     eval_text: Annotated[Optional[Path], typer.Option("--eval-text", help="Text file the accuracy gate scores; default: the bundled eval text.")] = None,
     targets_file: TargetsFile = None,
+    calibration_text: Annotated[Optional[str], typer.Option("--calibration-text", help="Static int8 (NPU) recipes: text to calibrate activation ranges on, never the eval text; default: the model folder's calibration.txt. 'dummy' calibrates on export_llama's one example input, to measure what calibration is worth.")] = None,
+    calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", help="Windows of calibration text, each one forward (default 16).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve recipe, target and source format, then stop (no weights read).")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="Rebuild from a plan saved with `build --dry-run --json`; options given here override it.")] = None,
@@ -46,7 +48,8 @@ def build(
 
     try:
         given = {"model": model, "recipe": recipe, "target": target, "out": out_dir, "max_seq_len": max_seq_len,
-                 "eval_text": eval_text, "targets_file": targets_file}
+                 "eval_text": eval_text, "targets_file": targets_file, "calibration_text": calibration_text,
+                 "calibration_samples": calibration_samples}
         base = api.read_plan(config) if config else {}
         # Given options override the plan's; paths travel as text, as the plan holds them.
         args = {k: str(v) if isinstance(v, Path) else v if v is not None else base.get(k) for k, v in given.items()}
@@ -71,8 +74,9 @@ def build(
 
 def _print_plan(plan: dict) -> None:
     out = _console()
-    for key in ("model", "source_format", "recipe", "target", "out", "max_seq_len", "eval_text", "targets_file"):
-        out.print(f"{key:>14}  {plan[key] if plan[key] is not None else '–'}")
+    for key in ("model", "source_format", "recipe", "target", "out", "max_seq_len", "eval_text", "targets_file",
+                "calibration_text", "calibration_samples"):
+        out.print(f"{key:>19}  {plan[key] if plan[key] is not None else '–'}")
 
 
 def _run_build(args: dict, overwrite: bool):

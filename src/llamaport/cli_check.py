@@ -49,6 +49,13 @@ def _print_check(report, folder: Path) -> None:
                       f"{pre.median:.0f}" if pre else "–", f"{dec.median:.1f}" if dec else "–",
                       f"{dec.min:.1f}–{dec.max:.1f}" if dec else "–", f"{r.peak_rss_mb:.0f}")
     out.print(table)
+    if report.simulator:
+        out.print(f"  [yellow]not run on the NPU[/]: {report.simulator}")
+    if report.npu_estimate is not None:
+        e = report.npu_estimate
+        out.print(f"  NPU estimate ({e.compiler}, {e.accelerator}): {e.estimated_ms:.3f} ms per {e.forward_tokens}-token "
+                  f"forward (~{1000 / e.estimated_ms:.0f} tokens/s), SRAM {e.sram_bytes / 1024:.1f} KiB, flash "
+                  f"{e.flash_bytes / 1024:.1f} KiB, CPU ops: {', '.join(e.cpu_ops) or 'none'}")
     for name, sp in report.speedups.items():
         ttft = f"{sp.ttft:.2f}x" if sp.ttft else "–"
         out.print(f"  decode speed-up vs {name}: {sp.decode:.2f}x   time to first token: {ttft}")

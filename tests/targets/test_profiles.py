@@ -10,7 +10,27 @@ def test_builtin_targets_round_trip_and_have_a_floor():
     assert {"android-arm64-xnnpack", "ios-arm64-xnnpack", "linux-x86_64-xnnpack"} <= set(BUILTIN_TARGETS)
     for t in BUILTIN_TARGETS.values():
         assert Target.from_dict(t.to_dict()) == t
-        assert {g.metric for g in t.gates} == {"same_top1_pct", "ppl_ratio"}
+        floor = {"same_top1_pct", "ppl_ratio"} | ({"npu_sram_bytes", "npu_flash_bytes"} if t.npu else set())
+        assert {g.metric for g in t.gates} == floor
+
+
+def test_npu_targets_carry_their_boards_memories_as_gates():
+    for name, accelerator in (("ethos-u55-128", "ethos-u55-128"), ("ethos-u85-256", "ethos-u85-256")):
+        t = BUILTIN_TARGETS[name]
+        assert t.npu.accelerator == accelerator and t.default_context_len == 32 and t.default_recipe.endswith("-8a8w")
+        bounds = {g.metric: g.max for g in t.gates if g.max is not None}
+        assert bounds["npu_sram_bytes"] == t.npu.sram_bytes and bounds["npu_flash_bytes"] == t.npu.flash_bytes
+
+
+def test_an_ethos_u_target_without_an_npu_table_is_refused(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('[[target]]\nname = "board"\nos = "none"\narch = "cortex-m"\nruntime = "executorch"\n'
+                    'backends = ["ethos-u85", "portable"]\nmemory_budget_mb = 8\ndefault_context_len = 32\n')
+    with pytest.raises(ConfigError, match="needs an \\[npu\\] table"):
+        load_targets(path)
+    path.write_text(path.read_text() + '[target.npu]\naccelerator = "ethos-u85-512"\nsystem_config = "Ethos_U85_SYS_DRAM_Mid"\n'
+                    'memory_mode = "Sram_Only"\nsram_bytes = 2097152\nflash_bytes = 4194304\n')
+    assert load_targets(path)["board"].npu.accelerator == "ethos-u85-512"
 
 
 def test_user_targets_from_toml(tmp_path):

@@ -2,4 +2,5 @@
 logits (or, for the LLM runner, its own timed generations). DRIVERS maps runner ids to them."""
 
 DRIVERS = {"executorch-runtime": "executorch_runtime", "executorch-llm-runner": "executorch_llm",
-           "onnxruntime-genai": "onnxruntime_genai", "onnxruntime": "onnxruntime_session"}
+           "onnxruntime-genai": "onnxruntime_genai", "onnxruntime": "onnxruntime_session",
+           "tosa-reference-model": "tosa_reference"}
