@@ -36,7 +36,7 @@ def _npu_gates(build, gates: list) -> tuple:
 
     npu = [g for g in build.target.gates if g.metric in NPU_GATE_METRICS]
     gates.extend(npu)
-    return missed_gates(build.exported.lowering.npu_estimate, npu) if npu else ()
+    return missed_gates(build.exported.lowering.npu_gate_values(), npu) if npu else ()
 
 
 def not_runnable_here(target) -> str | None:

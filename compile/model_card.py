@@ -87,6 +87,12 @@ def _npu_section(m: Manifest) -> str:
                   f"({est.npu_cycles:,} NPU / {est.total_cycles:,} total cycles), SRAM {est.sram_bytes / 1024:.1f} KiB, "
                   f"flash {est.flash_bytes / 1024:.1f} KiB, in {len(est.delegates)} NPU delegate(s). "
                   f"Left on the CPU by ExecuTorch: {cpu}."]
+    dec = m.lowering.npu_decode_estimate
+    if dec is not None:
+        lines += ["", f"`decode.pte` (one token, int8 KV cache): an estimated **{dec.estimated_ms:.3f} ms** per token "
+                      f"(~{1000 / dec.estimated_ms:.0f} tokens/s), SRAM {dec.sram_bytes / 1024:.1f} KiB, flash "
+                      f"{dec.flash_bytes / 1024:.1f} KiB, in {len(dec.delegates)} NPU delegate(s). Left on the CPU: "
+                      f"{', '.join(f'{op} x{n}' for op, n in dec.cpu_ops.items()) or 'none'}."]
     return "\n".join(lines) + ("\n" if lines else "")
 
 

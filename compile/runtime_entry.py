@@ -45,7 +45,8 @@ def runtime_entry(build) -> RuntimeEntry:
     caps = build.recipe.capabilities
     model_dir = build.staging / APP_FOLDER
     names = [f.name for f in build.exported.files]
-    artifact = [n for n in names if n == caps.artifact or (caps.artifact_data and n == caps.artifact + ".data")]
+    artifact = [n for n in names if n == caps.artifact or n in caps.extra_artifacts
+                or (caps.artifact_data and n == caps.artifact + ".data")]
 
     def present(name: str | None) -> str | None:
         return f"{APP_FOLDER}/{name}" if name and (model_dir / name).is_file() else None

@@ -24,6 +24,10 @@ def plan(build) -> None:
         raise ConfigError("--recipe is empty; give a recipe id (see `llamaport recipes`) or leave it out for the target's")
     build.recipe = resolve_recipe(request.recipe or build.target.default_recipe or DEFAULT_RECIPE, build.target)
     check_recipe_runs_on(build.recipe, build.target)
+    if build.recipe.exporter == "executorch-qnn":  # before any QNN code, which would try to download its SDK
+        from llamaport.compile.exporters.qnn import check_sdk
+
+        check_sdk()
     if request.max_seq_len is not None and request.max_seq_len < 32:
         raise ConfigError(f"--max-seq-len {request.max_seq_len} is too short; use at least 32")
     if request.eval_text is not None and not Path(request.eval_text).is_file():
@@ -136,8 +140,11 @@ def _calibration_set(build):
     if not build.recipe.scheme.static:
         return None
     source = calibration_path(Path(request.model), request.calibration_text, Path(build.eval_set.source))
+    # A fixed-length program calibrates on windows of its length; others on windows of at most 64 tokens
+    # (activation ranges need variety more than length, and the calibration text stays short).
+    window = build.context_len if build.recipe.capabilities.windowed else min(build.context_len, 64)
     return build_calibration_set(build.tokenizer, source, request.calibration_samples or DEFAULT_SAMPLES,
-                                 build.context_len, build.checkpoint.config["vocab_size"])
+                                 window, build.checkpoint.config["vocab_size"])
 
 
 def check_special_ids(ckpt, tokenizer_vocab: int) -> None:

@@ -32,6 +32,7 @@ class Exporter:
     # A fixed-length forward without KV cache (NPU programs): eval text is scored in windows of the
     # context length and greedy runs re-read the whole window each step, for every reference alike.
     windowed: bool = False
+    extra_artifacts: tuple[str, ...] = ()  # further program files in model/ the app loads (an NPU's decode program)
 
 
 def _cpu_float(s: QuantScheme) -> bool:
@@ -95,9 +96,11 @@ EXPORTERS: dict[str, Exporter] = {e.id: e for e in (
         id="executorch-ethos-u", recipe_prefix="et", runtime="executorch", backends=("ethos-u55", "ethos-u85"),
         artifact="model.pte", artifact_data=False, layout="executorch-pte", app_config=None,
         load_with="ExecuTorch's arm_executor_runner (examples/arm/executor_runner) on a Corstone-300 (U55) or "
-                  "Corstone-320 (U85) system, the .pte placed in flash; one call is one fixed-length forward",
+                  "Corstone-320 (U85) system, the programs placed in flash: model.pte is one fixed-length forward "
+                  "(every position's logits, no cache), decode.pte one token with an int8 KV cache",
         runtime_package="executorch", runners=("tosa-reference-model",), builds=_ethos_u_builds,
-        export=f"{_C}.ethos_u:export", quantized_reference=f"{_C}.ethos_u:quantized_outputs", windowed=True),
+        export=f"{_C}.ethos_u:export", quantized_reference=f"{_C}.ethos_u:quantized_outputs", windowed=True,
+        extra_artifacts=("decode.pte",)),
     Exporter(
         id="executorch-coreml", recipe_prefix="et", runtime="executorch", backends=("coreml",),
         artifact="model.pte", artifact_data=False, layout="executorch-pte", app_config=None,

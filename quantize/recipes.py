@@ -64,9 +64,7 @@ def runs_on(recipe: Recipe, target) -> str | None:
     kinds = recipe.scheme.linear_kinds()
     unsupported = kinds - set(target.linear_schemes)
     if unsupported:
-        from llamaport.targets.backends import BACKENDS
-
-        known = [lim for k in sorted(unsupported) if (lim := BACKENDS[recipe.backend].forbidden(k)) is not None]
+        known = [lim for k in sorted(unsupported) if (lim := target.known_issue(recipe.backend, k)) is not None]
         why = f": a known issue: {known[0].describe()}" if known else ""
         return f"target {target.name} cannot run {sorted(unsupported)} linears; it runs {list(target.linear_schemes)}{why}"
     limit = target.lowering_conflict(recipe.backend, kinds)

@@ -32,6 +32,7 @@ class CompareRow:
     device: str
     speedup_vs_fp32_artifact: float | None = None
     bytes_vs_fp32_artifact: float | None = None
+    decode_source: str = "measured"  # or "npu-estimate" (report.Summary.decode_source)
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,25 @@ class Comparison(Versioned):
     devices: tuple[str, ...]
 
 
+def _name(report: Report) -> str:
+    """The recipe id; a build calibrated on something other than calibration text says so (the same recipe
+    calibrated two ways is two builds)."""
+    cal = report.bundle.calibration
+    if cal is None:
+        return report.bundle.recipe.id
+    from pathlib import Path
+
+    source = "dummy input" if cal.source == "dummy" else Path(cal.source).name
+    return f"{report.bundle.recipe.id} (calibrated on {source} x{cal.samples})"
+
+
 def _row(report: Report) -> CompareRow:
     s = report.summary
+    if s is None:
+        raise ConfigError(f"{report.bundle.path}: {report.not_runnable_here}; nothing was measured to compare: leave "
+                          "its report out")
     eager = report.speedups.get("eager-transformers")
-    return CompareRow(name=report.bundle.recipe.id, full_precision=report.bundle.recipe.full_precision,
+    return CompareRow(name=_name(report), decode_source=s.decode_source, full_precision=report.bundle.recipe.full_precision,
                       artifact_bytes=s.artifact_bytes, artifact_mb=s.artifact_bytes / 1e6,
                       decode_tokens_per_s=s.decode_tokens_per_s, ttft_s=s.ttft_s, kld_mean=s.kld_mean,
                       same_top1_pct=s.same_top1_pct, ppl_ratio=s.ppl_ratio, logit_sqnr_db=s.logit_sqnr_db,
@@ -91,7 +107,9 @@ def render(result: Comparison) -> str:
     table = html.table(
         ["build", "MB", "x fp32 bytes", "decode tok/s", "x fp32 artifact", "x eager", "TTFT ms", "KLD", "same-top-1 %",
          "ppl ratio", "SQNR dB", "gates", "Pareto"],
-        [[r.name, r.artifact_mb, r.bytes_vs_fp32_artifact, r.decode_tokens_per_s, r.speedup_vs_fp32_artifact,
+        [[r.name, r.artifact_mb, r.bytes_vs_fp32_artifact,
+          r.decode_tokens_per_s if r.decode_source == "measured" else f"{r.decode_tokens_per_s:.0f} (NPU estimate)",
+          r.speedup_vs_fp32_artifact,
           r.speedup_vs_eager, r.ttft_s * 1000 if r.ttft_s else None, r.kld_mean, r.same_top1_pct, r.ppl_ratio,
           r.logit_sqnr_db, "pass" if r.passed else "FAIL", "yes" if r.name in result.pareto_front else ""] for r in rows],
         ["" if r.passed else "fail" for r in rows])

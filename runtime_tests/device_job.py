@@ -25,9 +25,9 @@ def job_fields(runtime, model, runner: str | None = None) -> dict:
     fields = {"model": runtime.model, "tokenizer": runtime.tokenizer, "context_len": model.context_len,
               "num_key_value_heads": model.num_key_value_heads, "head_dim": model.head_dim}
     if runner in SIMULATOR_TOOLCHAINS:
-        from llamaport.targets.toolchains import ensure_toolchain
+        from llamaport.targets.toolchains import announce, ensure_toolchain
 
-        fields["toolchain"] = str(ensure_toolchain(SIMULATOR_TOOLCHAINS[runner]))
+        fields["toolchain"] = str(ensure_toolchain(SIMULATOR_TOOLCHAINS[runner], progress=announce))
     return fields
 
 

@@ -66,21 +66,24 @@ def artifact_of(manifest: Manifest) -> Artifact:
     return Artifact(path=manifest.runtime.model, files=manifest.runtime.artifact_files, bytes=manifest.artifact_bytes())
 
 
-def _summary(primary: RunnerResult, runners: dict[str, RunnerResult], artifact_bytes: int, target, npu=None) -> Summary:
+def _summary(primary: RunnerResult, runners: dict[str, RunnerResult], artifact_bytes: int, target,
+             lowering=None) -> Summary:
     from llamaport.errors import DeviceError
 
     lat = primary.latency
+    npu = lowering.npu_gate_values() if lowering is not None else None
+    per_token = lowering and (lowering.npu_decode_estimate or lowering.npu_estimate)  # one decode step / forward
     if lat.decode_tokens_per_s is not None:
         decode, source = lat.decode_tokens_per_s.median, "measured"
-    elif npu is not None:  # a simulator, not timed: one fixed-length forward per generated token, at Vela's estimate
-        decode, source = 1000.0 / npu.estimated_ms, "npu-estimate"
+    elif per_token:  # a simulator, not timed: the NPU compiler's time for the program one token runs
+        decode, source = 1000.0 / per_token.estimated_ms, "npu-estimate"
     else:
         decode = source = None
     if primary.accuracy is None or decode is None:
         raise DeviceError(f"runner {primary.runner} returned no accuracy or decode speed; it cannot give the headline")
     return Summary(**vars(primary.accuracy.vs_full.headline), decode_tokens_per_s=decode, decode_source=source,
-                   npu_estimated_ms=npu.estimated_ms if npu else None, npu_sram_bytes=npu.sram_bytes if npu else None,
-                   npu_flash_bytes=npu.flash_bytes if npu else None,
+                   npu_estimated_ms=npu.npu_estimated_ms if npu else None,
+                   npu_sram_bytes=npu.npu_sram_bytes if npu else None, npu_flash_bytes=npu.npu_flash_bytes if npu else None,
                    prefill_tokens_per_s=lat.prefill_tokens_per_s.median if lat.prefill_tokens_per_s else None,
                    ttft_s=lat.ttft_s.median if lat.ttft_s else None, prompt_tokens=lat.prompt_tokens, load_s=primary.load_s,
                    peak_rss_mb=max(r.peak_rss_mb for r in runners.values()), artifact_bytes=artifact_bytes,
@@ -129,6 +132,8 @@ def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda
     bundle = Path(request.bundle)
     entry = resolve_device(request.device, request.inventory)
     manifest = verify_bundle(bundle)
+    if not manifest.runtime.runners and manifest.accuracy.not_runnable_here:
+        return _not_runnable_report(bundle, manifest, entry, request)
     unknown = [r for r in manifest.runtime.runners if r not in KNOWN_RUNNERS]
     if unknown or not manifest.runtime.runners:
         raise ConfigError(f"{bundle}/{MANIFEST}: runners {unknown or '[]'} unknown to this llamaport; known: "
@@ -153,17 +158,42 @@ def check_bundle(request: CheckRequest, progress: Callable[[str], None] = lambda
                 baselines[b.name] = session.run_bundle(b.bundle, fp32, fp32.runtime.runners[0], protocol, accuracy=False)
     primary = runners[manifest.runtime.runners[0]]
     artifact = artifact_of(manifest)
-    npu = manifest.lowering.npu_estimate
-    summary = _summary(primary, runners, artifact.bytes, target, npu)
+    summary = _summary(primary, runners, artifact.bytes, target, manifest.lowering)
     failures = missed_gates(summary, gates)
     gap = from_dict(Metrics, golden_metadata(bundle)["quantization_gap"], f"{bundle}: golden quantization gap")
     return Report(
         schema_version=REPORT_SCHEMA_VERSION, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         llamaport_version=metadata.version("llamaport"),
-        bundle=BundleRef(path=str(bundle.resolve()), recipe=manifest.recipe, target=target.name, artifact=artifact,
-                         golden=manifest.golden, model=manifest.model, source=manifest.source.path,
-                         sha256=sha256_of(bundle / MANIFEST)),
+        bundle=_bundle_ref(bundle, manifest),
         device=_device_info(entry, facts), protocol=Protocol(**protocol.to_dict()), quantization_gap=gap,
         runners=runners, baselines=baselines, speedups=_speedups(primary, baselines), summary=summary,
         gates=tuple(g.describe() for g in gates), gate_failures=failures, passed=not failures,
-        npu_estimate=npu, simulator=SIMULATORS.get(manifest.runtime.runners[0]))
+        npu_estimate=manifest.lowering.npu_estimate, npu_decode_estimate=manifest.lowering.npu_decode_estimate,
+        simulator=SIMULATORS.get(manifest.runtime.runners[0]))
+
+
+def _bundle_ref(bundle: Path, manifest: Manifest) -> BundleRef:
+    return BundleRef(path=str(bundle.resolve()), recipe=manifest.recipe, target=manifest.target.name,
+                     artifact=artifact_of(manifest), golden=manifest.golden, model=manifest.model,
+                     source=manifest.source.path, sha256=sha256_of(bundle / MANIFEST),
+                     calibration=manifest.lowering.calibration)
+
+
+def _not_runnable_report(bundle: Path, manifest: Manifest, entry, request: CheckRequest) -> Report:
+    """A bundle no runner can execute (CoreML, Vulkan, QNN): nothing runs; the report says why and gates the
+    build's own check, the quantized eager model against the full model (the golden quantization gap).
+    Gates on what only a run measures (speed, memory) cannot be judged: asked for, they are refused."""
+    if request.baselines:
+        raise ConfigError(f"{bundle}: {manifest.accuracy.not_runnable_here}; nothing runs here to time beside "
+                          "--baseline-model or --baseline-bundle: leave them out")
+    gap = from_dict(Metrics, golden_metadata(bundle)["quantization_gap"], f"{bundle}: golden quantization gap")
+    measurable = [g for g in manifest.target.gates if getattr(gap, g.metric, None) is not None]
+    gates = with_overrides(measurable, list(request.gate_overrides))
+    failures = missed_gates(gap, gates)
+    return Report(
+        schema_version=REPORT_SCHEMA_VERSION, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        llamaport_version=metadata.version("llamaport"), bundle=_bundle_ref(bundle, manifest),
+        device=_device_info(entry, {}), protocol=Protocol(**request.protocol.to_dict()), quantization_gap=gap,
+        runners={}, baselines={}, speedups={}, summary=None, gates=tuple(g.describe() for g in gates),
+        gate_failures=failures, passed=not failures, npu_estimate=manifest.lowering.npu_estimate,
+        not_runnable_here=manifest.accuracy.not_runnable_here)

@@ -149,19 +149,6 @@ class NpuEstimate:
     delegates: tuple[NpuDelegateEstimate, ...]
     cpu_ops: dict[str, int]  # operators ExecuTorch left outside the NPU delegates (run on the Cortex-M)
 
-    # The target profile's NPU gate metrics (llamaport.targets.profiles.NPU_GATE_METRICS).
-    @property
-    def npu_estimated_ms(self) -> float:
-        return self.estimated_ms
-
-    @property
-    def npu_sram_bytes(self) -> int:
-        return self.sram_bytes
-
-    @property
-    def npu_flash_bytes(self) -> int:
-        return self.flash_bytes
-
 
 @dataclass(frozen=True)
 class Lowering:
@@ -171,8 +158,26 @@ class Lowering:
     delegation: Delegation | None = None  # ExecuTorch
     op_counts: dict[str, int] | None = None  # ONNX: node types in the graph
     calibration: Calibration | None = None  # static (calibrated) graphs
-    npu_estimate: NpuEstimate | None = None  # NPU backends: the compiler's estimate
+    npu_estimate: NpuEstimate | None = None  # NPU backends: the compiler's estimate (the artifact's program)
+    npu_decode_estimate: NpuEstimate | None = None  # ... and of the decode program (one token, KV cache), if any
     notes: tuple[str, ...] = ()  # what the exporter changed and proved unchanged (e.g. padding), in words
+
+    def npu_gate_values(self) -> "NpuGateValues | None":
+        """What the target's NPU gates bound: the forward's time, the larger SRAM need and the flash of every
+        program the board holds."""
+        programs = [e for e in (self.npu_estimate, self.npu_decode_estimate) if e is not None]
+        if not programs:
+            return None
+        return NpuGateValues(npu_estimated_ms=programs[0].estimated_ms,
+                             npu_sram_bytes=max(e.sram_bytes for e in programs),
+                             npu_flash_bytes=sum(e.flash_bytes for e in programs))
+
+
+@dataclass(frozen=True)
+class NpuGateValues:
+    npu_estimated_ms: float
+    npu_sram_bytes: int
+    npu_flash_bytes: int
 
 
 @dataclass(frozen=True)

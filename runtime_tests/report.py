@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from llamaport.errors import ConfigError
-from llamaport.runtime_tests.manifest import GateFailure, GoldenInfo, Headline, ModelFacts, NpuEstimate, RecipeInfo
+from llamaport.runtime_tests.manifest import (Calibration, GateFailure, GoldenInfo, Headline, ModelFacts, NpuEstimate,
+                                              RecipeInfo)
 from llamaport.typed import Versioned, from_dict, to_dict
 
 REPORT = "report.json"
@@ -97,6 +98,7 @@ class BundleRef:
     model: ModelFacts
     source: str
     sha256: str  # of manifest.json: the bundle's identity
+    calibration: Calibration | None = None  # static (calibrated) builds: what ranges were measured on
 
 
 @dataclass(frozen=True)
@@ -168,11 +170,16 @@ class Report(Versioned):
     runners: dict[str, RunnerResult]
     baselines: dict[str, RunnerResult]
     speedups: dict[str, Speedup]
-    summary: Summary
+    summary: Summary | None  # None when nothing ran (not_runnable_here)
     gates: tuple[str, ...]
     gate_failures: tuple[GateFailure, ...]
     passed: bool
+    # A bundle for hardware no runner has (CoreML, Vulkan, QNN): "compiled; not runnable on this host: why".
+    # Then no runner ran, and the gates judge the build's checks: the quantized eager model vs the full
+    # model (quantization_gap).
+    not_runnable_here: str | None = None
     npu_estimate: NpuEstimate | None = None  # the NPU compiler's estimate (from the bundle's manifest)
+    npu_decode_estimate: NpuEstimate | None = None  # ... of the decode program, where the bundle has one
     simulator: str | None = None  # what ran the bundle's program instead of the hardware, in words
 
     @property

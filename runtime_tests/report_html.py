@@ -22,7 +22,31 @@ def _latency_rows(results: dict[str, RunnerResult]) -> list[list]:
     return rows
 
 
+def _render_not_runnable(report: Report) -> str:
+    """Nothing ran: why, and the build's checks (the quantized eager model vs the full model), gated."""
+    b, gap = report.bundle, report.quantization_gap
+    verdict = ('<p class="pass">PASSED: every gate holds on the quantized eager model</p>' if report.passed else
+               f'<p class="fail">FAILED: {len(report.gate_failures)} gate(s) missed by the quantized eager model</p>')
+    missed = {f.gate: f for f in report.gate_failures}
+    gates = html.table(["gate", "value (quantized eager model)", "missed by"],
+                       [[g, getattr(gap, g.split()[0]), missed[g].missed_by if g in missed else None] for g in report.gates],
+                       ["fail" if g in missed else "" for g in report.gates])
+    accuracy = html.table(["metric", "quantized eager model vs full model (the build's check)"],
+                          [[m, getattr(gap, m)] for m in ACCURACY_HEADLINE])
+    facts = html.table(["checked", "what"], [
+        ["recipe", b.recipe.id], ["target", b.target], ["artifact", f"{b.artifact.path} ({b.artifact.bytes:,} bytes)"],
+        ["eval", f"{gap.positions} teacher-forced positions; greedy {gap.greedy_tokens} tokens"],
+        ["created", report.created]])
+    return html.page(f"llamaport check: {b.recipe.id} (not run)", [
+        verdict, html.paragraph(report.not_runnable_here), facts, html.heading("Gates"), gates,
+        html.heading("Accuracy measured at build time"), accuracy,
+        html.image(plots.kld_per_position({"quantized eager model vs full": list(gap.kld_per_position)}),
+                   "per-position KLD")])
+
+
 def render(report: Report) -> str:
+    if report.not_runnable_here:
+        return _render_not_runnable(report)
     b, s = report.bundle, report.summary
     primary = report.primary
     verdict = ('<p class="pass">PASSED: every gate holds</p>' if report.passed else
@@ -51,7 +75,8 @@ def render(report: Report) -> str:
         ["recipe", b.recipe.id], ["target", b.target], ["artifact", f"{b.artifact.path} ({b.artifact.bytes:,} bytes)"],
         ["device", f"{report.device.name} ({report.device.platform}, {report.device.cpu_count} CPUs)"],
         ["eval", f"{vs_full.positions} teacher-forced positions; greedy {vs_full.greedy_tokens} tokens"],
-        ["latency protocol", f"prompt {s.prompt_tokens} tokens, decode {p.decode_tokens} tokens, "
+        ["latency protocol", "not timed: the runner is a simulator (see the NPU estimate)" if report.simulator else
+                             f"prompt {s.prompt_tokens} tokens, decode {p.decode_tokens} tokens, "
                              f"{p.warmup} warm-up + {p.repeats} repeats, medians"],
         ["decode vs bandwidth bound", s.decode_fraction_of_bandwidth_bound], ["created", report.created]])
     return html.page(f"llamaport check: {b.recipe.id} on {report.device.name}", [
@@ -71,9 +96,18 @@ def _npu_parts(report: Report) -> list[str]:
             ["estimated", "value"],
             [["accelerator", f"{est.accelerator} ({est.system_config}, {est.memory_mode}, {est.clock_mhz:g} MHz)"],
              [f"time per {est.forward_tokens}-token forward (ms)", est.estimated_ms],
-             ["decode tokens/s (one forward per token)", 1000.0 / est.estimated_ms],
+             ["tokens/s if each token were one forward", 1000.0 / est.estimated_ms],
              ["NPU / total cycles", f"{est.npu_cycles:,} / {est.total_cycles:,}"],
              ["SRAM bytes", est.sram_bytes], ["flash bytes", est.flash_bytes],
              ["NPU delegates (NPU ops each)", ", ".join(str(d.npu_ops) for d in est.delegates)],
              ["ops left on the CPU", ", ".join(f"{k} x{v}" for k, v in est.cpu_ops.items()) or "none"]])]
+    dec = report.npu_decode_estimate
+    if dec is not None:
+        parts += [html.heading("Decode program (one token, int8 KV cache): Vela's estimate"), html.table(
+            ["estimated", "value"],
+            [["time per token (ms)", dec.estimated_ms], ["decode tokens/s", 1000.0 / dec.estimated_ms],
+             ["NPU / total cycles", f"{dec.npu_cycles:,} / {dec.total_cycles:,}"], ["SRAM bytes", dec.sram_bytes],
+             ["flash bytes", dec.flash_bytes],
+             ["NPU delegates (NPU ops each)", ", ".join(str(d.npu_ops) for d in dec.delegates)],
+             ["ops left on the CPU", ", ".join(f"{k} x{v}" for k, v in dec.cpu_ops.items()) or "none"]])]
     return parts

@@ -124,6 +124,10 @@ class Target:
     def primary_backend(self) -> str:
         return self.backends[0]
 
+    def known_issue(self, backend: str, kind: str):
+        """The backend limit that forbids this linear kind, if one does."""
+        return BACKENDS[backend].forbidden(kind)
+
     def lowering_conflict(self, backend: str, linear_kinds: set[str]):
         """The backend limit a program with these linear kinds together would break, if any."""
         return BACKENDS[backend].conflict(linear_kinds)

@@ -58,6 +58,14 @@ TOOLCHAINS = {
 }
 
 
+def announce(message: str) -> None:
+    """First-use creation takes seconds to minutes: shown on the terminal (a WARNING-level log line) even
+    without --verbose, one line per step."""
+    import logging
+
+    logging.getLogger("llamaport.toolchains").warning(message)
+
+
 def toolchain_root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or Path.home() / ".cache" / "llamaport" / "toolchains")
 

@@ -17,14 +17,12 @@ fp16 with the same weights (`quantized_outputs`)."""
 from __future__ import annotations
 
 import gc
-import json
-import shutil
 from pathlib import Path
 
 import torch
 
 from llamaport.compile.checkpoint import LlamaCheckpoint
-from llamaport.compile.exporters.executorch import _checkpoint_folder, delegation_summary, llm_config, meta_params
+from llamaport.compile.exporters.executorch import delegation_summary, meta_params, other_backend_config
 from llamaport.compile.exporters.exported import Exported
 from llamaport.compile.layout import hf_to_meta
 from llamaport.errors import ConfigError
@@ -75,12 +73,7 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
     from executorch.extension.llm.export.config.llm_config import CoreMLComputeUnit
     from executorch.extension.llm.export.partitioner_lib import get_coreml_partitioner
 
-    folder = _checkpoint_folder()
-    try:
-        torch.save(hf_to_meta(ckpt.state_dict, ckpt.config), folder / "checkpoint.pth")
-        (folder / "params.json").write_text(json.dumps(meta_params(ckpt.config)))
-        config = llm_config(folder, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)
-        config.backend.xnnpack.enabled = config.backend.xnnpack.extended_ops = False
+    with other_backend_config(ckpt, work, max_seq_len) as config:
         config.backend.coreml.enabled = True
         config.backend.coreml.ios = IOS
         config.backend.coreml.compute_units = CoreMLComputeUnit(COMPUTE_UNITS)
@@ -103,8 +96,6 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
                  "(static shapes, ExecuTorch's CoreML KV cache)",)
         return Exported(files=(pte,), lowering=Lowering(quantization=describe(scheme), delegation=delegation,
                                                         notes=notes))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def quantized_eager_fp16(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int) -> torch.nn.Module:

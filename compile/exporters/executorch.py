@@ -9,6 +9,7 @@ Llama 3.1 rope scaling only on that path (its HF-RoPE path ignores rope_scaling)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -66,6 +67,21 @@ def _checkpoint_folder() -> Path:
         raise ConfigError(f"temporary folder {folder} contains one of {_PATH_WORDS_EXECUTORCH_ACTS_ON}, which "
                           "ExecuTorch's loader acts on; set TMPDIR to another folder")
     return folder
+
+
+@contextlib.contextmanager
+def other_backend_config(ckpt: LlamaCheckpoint, work: Path, max_seq_len: int):
+    """export_llama's LlmConfig for our checkpoint with XNNPACK switched off (the CoreML, Vulkan and QNN
+    exporters switch their own backend on); the checkpoint folder it reads is removed afterwards."""
+    inputs = _checkpoint_folder()
+    try:
+        torch.save(hf_to_meta(ckpt.state_dict, ckpt.config), inputs / "checkpoint.pth")
+        (inputs / "params.json").write_text(json.dumps(meta_params(ckpt.config)))
+        config = llm_config(inputs, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)
+        config.backend.xnnpack.enabled = config.backend.xnnpack.extended_ops = False
+        yield config
+    finally:
+        shutil.rmtree(inputs, ignore_errors=True)
 
 
 def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int,

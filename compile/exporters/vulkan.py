@@ -9,25 +9,24 @@ Vocabulary padding. ExecuTorch 1.5.1's Vulkan fusion of a 4-bit linear (backends
 quantized_linear.py, make_linear_q4gsw_op / make_linear_dq8ca_q4gsw_op) transposes the weight scales to
 [groups, out_features] and pads out_features up to a multiple of 4 (utils.align_width_and_update_state_dict),
 while the weight keeps its rows; the op's shape function then fails ("shape '[498, 4, 1]' is invalid for input
-of size 2000") for any layer whose out_features is not a multiple of 4. Body linears always are (their widths
-are the model's dims); the output layer's width is the vocabulary, which need not be. So for 4-bit schemes the
+of size 2000") for any layer whose out_features is not a multiple of 4 (vocabularies 500 and 512 lower as they
+are: a multiple of 32 is not needed). Body linears have the model's dims as widths (a model where one is not a
+multiple of 4 is refused in one line); the output layer's width is the vocabulary. So for 4-bit schemes the
 output layer gets zero rows up to the next multiple of 4 and the model slices the logits back to the
-vocabulary inside the program: each logit row is its own dot product, so the real rows are unchanged, and
-`export` checks that on the layer (recorded in the manifest's lowering notes). fp32 lowers any width."""
+vocabulary inside the program (the slice is delegated too): each logit row is its own dot product, so the real
+rows are unchanged; `export` checks that on the layer and the manifest's lowering notes record it. fp32 lowers
+any width."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from llamaport.compile.checkpoint import LlamaCheckpoint
-from llamaport.compile.exporters.executorch import _checkpoint_folder, delegation_summary, llm_config, meta_params
+from llamaport.compile.exporters.executorch import delegation_summary, other_backend_config
 from llamaport.compile.exporters.exported import Exported
-from llamaport.compile.layout import hf_to_meta
 from llamaport.errors import ConfigError
 from llamaport.quantize.schemes import QuantScheme
 from llamaport.quantize.torchao_map import OUTPUT_LAYER, apply_scheme_, describe
@@ -99,12 +98,7 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
             notes.append(pad_output_layer_(model))
         return apply_scheme_(model, scheme)
 
-    folder = _checkpoint_folder()
-    try:
-        torch.save(hf_to_meta(ckpt.state_dict, ckpt.config), folder / "checkpoint.pth")
-        (folder / "params.json").write_text(json.dumps(meta_params(ckpt.config)))
-        config = llm_config(folder, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)
-        config.backend.xnnpack.enabled = config.backend.xnnpack.extended_ops = False
+    with other_backend_config(ckpt, work, max_seq_len) as config:
         config.backend.vulkan.enabled = True
         et._validate_args(config)
         manager = et._prepare_for_llama_export(config)  # load + ExecuTorch's SDPA / KV-cache transforms
@@ -120,5 +114,3 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
         program.save_to_pte(str(pte.resolve()))
         return Exported(files=(pte,), lowering=Lowering(quantization=describe(scheme), delegation=delegation,
                                                         notes=tuple(notes)))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

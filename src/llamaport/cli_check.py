@@ -34,9 +34,20 @@ MaxBytes = _gate("--max-bytes", "maximum artifact bytes")
 MaxRss = _gate("--max-rss-mb", "maximum peak RSS of the runner process (MB)")
 
 
+def _print_not_runnable(report, folder: Path) -> None:
+    out, g = _console(), report.quantization_gap
+    out.print(f"[bold]{folder}[/]: {report.bundle.recipe.id}, {report.bundle.artifact.bytes / 1e6:.2f} MB")
+    out.print(f"  {report.not_runnable_here}")
+    out.print(f"  quantized eager model vs full model (build time): same-top-1 {g.same_top1_pct:.1f}%  KLD {g.kld_mean:.2e} "
+              f"(p99 {g.kld_p99:.2e})  perplexity ratio {g.ppl_ratio:.4f}  greedy match {g.greedy_match_pct:.1f}%")
+    out.print(f"  report: {folder / 'report.html'}")
+
+
 def _print_check(report, folder: Path) -> None:
     from rich.table import Table
 
+    if report.not_runnable_here:
+        return _print_not_runnable(report, folder)
     out, s = _console(), report.summary
     out.print(f"[bold]{folder}[/]: {report.bundle.recipe.id} on {report.device.name}, {s.artifact_bytes / 1e6:.2f} MB")
     out.print(f"  accuracy vs full model: same-top-1 {s.same_top1_pct:.1f}%  KLD {s.kld_mean:.2e} "
@@ -56,6 +67,10 @@ def _print_check(report, folder: Path) -> None:
         out.print(f"  NPU estimate ({e.compiler}, {e.accelerator}): {e.estimated_ms:.3f} ms per {e.forward_tokens}-token "
                   f"forward (~{1000 / e.estimated_ms:.0f} tokens/s), SRAM {e.sram_bytes / 1024:.1f} KiB, flash "
                   f"{e.flash_bytes / 1024:.1f} KiB, CPU ops: {', '.join(e.cpu_ops) or 'none'}")
+    if getattr(report, "npu_decode_estimate", None) is not None:
+        d = report.npu_decode_estimate
+        out.print(f"  NPU estimate of decode.pte (int8 KV cache): {d.estimated_ms:.3f} ms per token "
+                  f"(~{1000 / d.estimated_ms:.0f} tokens/s), {len(d.delegates)} delegates")
     for name, sp in report.speedups.items():
         ttft = f"{sp.ttft:.2f}x" if sp.ttft else "–"
         out.print(f"  decode speed-up vs {name}: {sp.decode:.2f}x   time to first token: {ttft}")
@@ -112,7 +127,7 @@ def compare(
         return
     table = Table("build", "MB", "decode tok/s", "x fp32 artifact", "x eager", "KLD", "same-top-1 %", "gates", "Pareto")
     for r in result.builds:
-        table.add_row(r.name, f"{r.artifact_mb:.2f}", f"{r.decode_tokens_per_s:.1f}",
+        table.add_row(r.name, f"{r.artifact_mb:.2f}", f"{r.decode_tokens_per_s:.1f}" + (" (est.)" if r.decode_source != "measured" else ""),
                       f"{r.speedup_vs_fp32_artifact:.2f}" if r.speedup_vs_fp32_artifact else "–",
                       f"{r.speedup_vs_eager:.2f}" if r.speedup_vs_eager else "–", f"{r.kld_mean:.2e}",
                       f"{r.same_top1_pct:.1f}", "pass" if r.passed else "FAIL", "yes" if r.name in result.pareto_front else "")

@@ -109,7 +109,9 @@ def run_sweep(request: SweepRequest, progress: Callable[[str, str], None] = lamb
         reports.append(report)
         entries.append(SweepEntry(recipe, "passed" if report.passed else "check gates missed", bundle=str(bundle),
                                   report=str(report_dir / "report.json"), gate_failures=report.gate_failures))
-    result = compare(reports) if reports else None
+    # Bundles this host cannot run have no measured summary: listed in the sweep, left out of the comparison.
+    measured = [r for r in reports if r.summary is not None]
+    result = compare(measured) if measured else None
     if result:
         write_compare_report(result, out / "compare")
     summary = SweepResult(schema_version=SWEEP_SCHEMA_VERSION, model=str(request.model), target=target.name,

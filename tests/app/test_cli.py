@@ -73,7 +73,8 @@ def test_a_dry_run_plan_replays_with_config_and_options_override_it(tmp_path, mo
     assert result.exit_code == 2 and "stop here" in result.stderr
     assert passed == {"model": str(DEFAULT_MODEL), "recipe": "onnx-cpu-8da8w", "target": "linux-x86_64-ort",
                       "targets_file": None, "out": str(tmp_path / "other"), "max_seq_len": 128, "eval_text": None,
-                      "overwrite": False, "progress": passed["progress"]}
+                      "overwrite": False, "progress": passed["progress"], "calibration_text": None,
+                      "calibration_samples": None}
     bad = tmp_path / "bad.json"
     bad.write_text('{"recipe": 3}')
     refused = runner.invoke(app, ["build", "--config", str(bad), "--dry-run"])

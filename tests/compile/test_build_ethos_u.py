@@ -115,6 +115,19 @@ def test_u85_bundle_is_one_npu_delegate_with_vela_estimate_inside_the_boards_mem
     assert (u85.bundle / "check" / "ethos_u_edge.pt2").is_file() and (u85.bundle / "check" / "delegate-0.tosa").is_file()
 
 
+def test_u85_bundle_decodes_with_an_int8_kv_cache_on_the_npu(u85):
+    """decode.pte: one token a call, the int8 KV cache as its state; the greedy runs of the quantized reference
+    and of the check come from it, and on the reference model they are its fake-quantized graph's tokens."""
+    m = u85.manifest
+    assert m.runtime.artifact_files == ("model/model.pte", "model/decode.pte")
+    dec = m.lowering.npu_decode_estimate
+    assert dec.forward_tokens == 1 and len(dec.delegates) >= 1 and 0 < dec.estimated_ms < 5
+    assert not any("linear" in op or "mm" in op for op in dec.cpu_ops)
+    assert m.lowering.quantization["kv_cache"].startswith("int8")
+    detail = json.loads((u85.bundle / "check" / "accuracy.json").read_text())
+    assert detail["lowering_gap"]["greedy_identical"] and detail["lowering_gap"]["greedy_match_pct"] == 100.0
+
+
 def test_u85_reference_model_matches_the_full_model_and_its_own_quantized_graph(u85):
     """The gate of the issue: the NPU program, on the TOSA reference model, has >= 85% same-top-1 against the
     full model; against the fake-quantized graph it was lowered from, it agrees everywhere (lowering gap)."""
@@ -124,6 +137,21 @@ def test_u85_reference_model_matches_the_full_model_and_its_own_quantized_graph(
     detail = json.loads((u85.bundle / "check" / "accuracy.json").read_text())
     lowering = detail["lowering_gap"]
     assert lowering["same_top1_pct"] == 100.0 and lowering["greedy_identical"] and lowering["logit_sqnr_db"] > 60
+
+
+def test_check_reports_the_simulator_and_the_npu_estimate_not_a_timing(checked, u85):
+    report, folder = checked(DEFAULT_MODEL, U85)
+    s = report.summary
+    assert list(report.runners) == ["tosa-reference-model"] and "not the silicon" in report.simulator
+    assert report.primary.latency.decode_tokens_per_s is None and report.primary.latency.token_latencies_s == ()
+    decode_ms = u85.manifest.lowering.npu_decode_estimate.estimated_ms
+    assert s.decode_source == "npu-estimate" and s.decode_tokens_per_s == pytest.approx(1000 / decode_ms)
+    assert report.npu_estimate == u85.manifest.lowering.npu_estimate and report.bundle.calibration.samples == 16
+    assert s.same_top1_pct >= 85.0 and report.passed
+    assert {g.split(" <= ")[0] for g in report.gates} >= {"npu_sram_bytes", "npu_flash_bytes"}
+    page = (folder / "report.html").read_text()
+    assert "an estimate, not a measurement" in page and "Not run on the NPU" in page
+    assert report.primary.accuracy.lowering_gap.same_top1_pct == 100.0
 
 
 def test_reference_runner_refuses_check_files_of_another_program(u85, arm_toolchain):

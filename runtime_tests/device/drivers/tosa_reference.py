@@ -21,7 +21,8 @@ import numpy as np
 
 from ..native_logs import native_output_quiet
 
-EDGE_PROGRAM, DELEGATES = "check/ethos_u_edge.pt2", "check/ethos_u_delegates.json"
+EDGE_PROGRAM, DECODE_EDGE_PROGRAM = "check/ethos_u_edge.pt2", "check/ethos_u_decode_edge.pt2"
+DELEGATES = "check/ethos_u_delegates.json"
 
 
 def _activate(toolchain: str | None) -> None:
@@ -37,7 +38,7 @@ class TosaReferenceModel:
     name = "tosa-reference-model"
     timed = False  # the reference model's speed says nothing about the NPU's
 
-    def __init__(self, bundle: Path, pte: Path, toolchain: str | None):
+    def __init__(self, bundle: Path, pte: Path, toolchain: str | None, decode_pte: Path | None = None):
         _activate(toolchain)
         import torch
         from executorch.backends.arm.tosa.specification import TosaSpecification
@@ -52,6 +53,14 @@ class TosaReferenceModel:
         self.module = program.module()
         tokens = next(n for n in program.graph.nodes if n.name == program.graph_signature.user_inputs[0])
         self.window = int(tokens.meta["val"].shape[1])  # the program's fixed length
+        # The decode program (one token, int8 KV cache as its state) generates; without one, each token is
+        # one fixed-length forward.
+        self.decoder = None
+        decode_pte = decode_pte or pte.with_name("decode.pte")
+        if (bundle / DECODE_EDGE_PROGRAM).is_file():
+            decoder = load(str(bundle / DECODE_EDGE_PROGRAM))
+            self._check_delegates(decoder, decode_pte.read_bytes())
+            self.decoder = decoder.module()
         self.torch = torch
         self.load_s = time.perf_counter() - start
         self.seq: list[int] = []
@@ -79,15 +88,33 @@ class TosaReferenceModel:
         out = out[0] if isinstance(out, (tuple, list)) else out
         return out[0, : len(tokens)].float().numpy()
 
+    def _step(self, token: int, pos: int) -> np.ndarray:
+        """One token through the decode program; its KV cache carries over between calls."""
+        torch = self.torch
+        if pos >= self.window:
+            raise ValueError(f"position {pos} is past the decode program's cache of {self.window}")
+        inputs = (torch.tensor([[token]], dtype=torch.int32), torch.tensor([pos], dtype=torch.int32))
+        with torch.no_grad(), _ReferenceModelDispatch(self.tosa, self.spec), native_output_quiet():
+            out = self.decoder(*inputs)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return out.reshape(-1).float().numpy()
+
     def prefill(self, tokens: list[int]) -> np.ndarray:
         self.seq = list(tokens)
-        return self._forward(self.seq)[-1]
+        if self.decoder is None:
+            return self._forward(self.seq)[-1]
+        for name, buffer in self.decoder.named_buffers():  # an empty cache for a new sequence
+            if name.endswith(("k_cache", "v_cache")):
+                buffer.zero_()
+        for pos, token in enumerate(tokens):
+            logits = self._step(token, pos)
+        return logits
 
     def decode(self, token: int, pos: int) -> np.ndarray:
         if pos != len(self.seq):
             raise ValueError(f"decode at position {pos}, but {len(self.seq)} tokens were read")
         self.seq.append(token)
-        return self._forward(self.seq)[-1]
+        return self._forward(self.seq)[-1] if self.decoder is None else self._step(token, pos)
 
     def teacher_forced_logits(self, ids: list[int]) -> np.ndarray:
         """The golden ids window by window, as the build scored every reference (GoldenInfo.window)."""
