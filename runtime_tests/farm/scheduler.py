@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llamaport.errors import DeviceError
+from llamaport.errors import DeviceError, StageError
 from llamaport.runtime_tests.farm.executor import INFRA_ERROR, JOB_ERROR, LOST, OK, TIMEOUT, Outcome, run_attempt
 from llamaport.runtime_tests.farm.jobs import Job, JobState, can_serve
 
@@ -50,6 +50,7 @@ class LocalFarm:
         self.running: dict[str, tuple[JobState, str]] = {}  # device id -> (job, attempt started)
         self.active_devices: set[str] = set()
         self.outcome = FarmOutcome()
+        self.crashes: list[str] = []  # workers stopped by an error of llamaport's own (not the device's)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # unique per farm process
 
     def run(self, jobs: list[Job]) -> FarmOutcome:
@@ -66,6 +67,8 @@ class LocalFarm:
         except KeyboardInterrupt:
             self._record_cut_short()
             raise
+        if self.crashes:
+            raise StageError("farm", f"a worker stopped: {'; '.join(self.crashes)}")
         self.outcome.unfinished = [s.job.key for s in self.pending]
         for state in self.pending:  # never a silent loss: the reason is a row
             self._lost(state, "no healthy device of its target could run it")
@@ -89,6 +92,20 @@ class LocalFarm:
         return any(d != device.id for d in self.running)
 
     def _worker(self, device) -> None:
+        """One device's loop. Whatever stops it, its job is no longer running, so the other workers, which
+        wait while any job runs that could come back to them, never wait for it forever."""
+        try:
+            self._serve(device)
+        except BaseException as e:  # noqa: BLE001  (reported by run(), which raises it)
+            with self.lock:
+                self.running.pop(device.id, None)
+                self.crashes.append(f"worker {device.id}: {type(e).__name__}: {e}")
+        finally:
+            with self.lock:
+                self.active_devices.discard(device.id)
+                self.lock.notify_all()
+
+    def _serve(self, device) -> None:
         from llamaport.runtime_tests.farm.leases import FileLease
 
         folder = self.settings.lock_folder or Path("~/.cache/llamaport/locks").expanduser()
@@ -108,9 +125,6 @@ class LocalFarm:
                 finally:
                     self.store.leases.release_lease(device.id, self.holder)
             self._finish(state, device, result)
-        with self.lock:
-            self.active_devices.discard(device.id)
-            self.lock.notify_all()
 
     def _store_lease(self, device, state: JobState) -> bool:
         """The device's lease row in the shared store: on one host the file lock suffices, but several hosts'

@@ -258,3 +258,40 @@ def test_file_lease_race_between_processes_and_release_on_sigkill(tmp_path):
             p.kill()
             p.wait(10)
             p.stdout.close()
+
+
+def test_a_worker_stopped_by_our_own_error_stops_the_farm_instead_of_hanging_it(tmp_path, monkeypatch):
+    """A worker that dies holding a job (a store write failing, a bug) used to leave the other workers waiting
+    for that job forever; now the farm ends and names the worker and the error."""
+    import threading
+    from pathlib import Path
+
+    from llamaport.errors import StageError
+    from llamaport.runtime_tests.farm import scheduler
+    from llamaport.runtime_tests.farm.executor import OK, Outcome
+    from llamaport.runtime_tests.farm.jobs import Job
+    from llamaport.runtime_tests.farm.scheduler import FarmSettings, LocalFarm
+    from llamaport.runtime_tests.farm.store import open_store
+    from llamaport.targets.inventory import DeviceEntry, Inventory
+
+    store = open_store(f"sqlite:///{tmp_path / 'farm.sqlite'}")
+    devices = [DeviceEntry(id=name, target="linux-x86_64-ort") for name in ("a", "b")]
+    for d in devices:
+        store.upsert_device(d.id, d.target, d.transport, {})
+        store.set_health(d.id, "good", "test")
+
+    def attempt(store_, job, entry, n, timeout_s, node=None):
+        if entry.id == "a":
+            raise RuntimeError("disk I/O error")
+        time.sleep(0.5)  # b is busy while a dies, so b's next wait sees a's job as running
+        return Outcome(OK, result_new=True)
+    monkeypatch.setattr(scheduler, "run_attempt", attempt)
+    jobs = [Job(key=f"k{i}", run_id="r", bundle=Path("b"), bundle_sha256="0", runner="onnxruntime",
+                target="linux-x86_64-ort", device=None, protocol={}, recipe="x", model="m") for i in range(4)]
+    farm = LocalFarm(store, Inventory(devices=tuple(devices)), FarmSettings(lock_folder=tmp_path / "locks"))
+    caught = []
+    runner = threading.Thread(target=lambda: caught.append(pytest.raises(StageError, farm.run, jobs)), daemon=True)
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), "the farm hung after a worker died"
+    assert "worker a: RuntimeError: disk I/O error" in str(caught[0].value)
