@@ -75,8 +75,8 @@ def test_static_recipes_refuse_missing_or_eval_calibration_text_before_reading_w
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert not out.exists()
-    proc = subprocess.run([*LLAMAPORT, "build", "--dry-run", "--calibration-text", str(DEFAULT_MODEL / "calibration.txt")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([*LLAMAPORT, "build", "--dry-run", "--out", str(tmp_path / "c"), "--calibration-text",
+                           str(DEFAULT_MODEL / "calibration.txt")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "apply to static int8 recipes only" in proc.stderr
 
 
