@@ -163,12 +163,12 @@ class Lowering:
     notes: tuple[str, ...] = ()  # what the exporter changed and proved unchanged (e.g. padding), in words
 
     def npu_gate_values(self) -> "NpuGateValues | None":
-        """What the target's NPU gates bound: the forward's time, the larger SRAM need and the flash of every
-        program the board holds."""
+        """What the target's NPU gates bound: the time per generated token (the decode program's, else one
+        forward's), the larger SRAM need and the flash of every program the board holds."""
         programs = [e for e in (self.npu_estimate, self.npu_decode_estimate) if e is not None]
         if not programs:
             return None
-        return NpuGateValues(npu_estimated_ms=programs[0].estimated_ms,
+        return NpuGateValues(npu_estimated_ms=programs[-1].estimated_ms,
                              npu_sram_bytes=max(e.sram_bytes for e in programs),
                              npu_flash_bytes=sum(e.flash_bytes for e in programs))
 

@@ -14,7 +14,7 @@ from llamaport.targets.backends import BACKENDS, RUNTIMES
 
 SCHEMA_VERSION = 1
 # Accuracy metrics are against the full model; latency and size are measured by `llamaport check`.
-# NPU metrics are the compiler's estimate (Vela for Ethos-U), per fixed-length forward.
+# NPU metrics are the compiler's estimate (Vela for Ethos-U): ms per generated token, SRAM, flash of all programs.
 GATE_METRICS = ("same_top1_pct", "ppl_ratio", "kld_mean", "kld_p99", "logit_sqnr_db", "greedy_match_pct",
                 "decode_tokens_per_s", "prefill_tokens_per_s", "ttft_s", "artifact_bytes", "peak_rss_mb",
                 "npu_estimated_ms", "npu_sram_bytes", "npu_flash_bytes")

@@ -124,6 +124,10 @@ def test_u85_bundle_decodes_with_an_int8_kv_cache_on_the_npu(u85):
     assert dec.forward_tokens == 1 and len(dec.delegates) >= 1 and 0 < dec.estimated_ms < 5
     assert not any("linear" in op or "mm" in op for op in dec.cpu_ops)
     assert m.lowering.quantization["kv_cache"].startswith("int8")
+    gated = m.lowering.npu_gate_values()  # per generated token, the larger SRAM, the flash of both programs
+    assert gated.npu_estimated_ms == dec.estimated_ms
+    assert gated.npu_flash_bytes == dec.flash_bytes + m.lowering.npu_estimate.flash_bytes
+    assert gated.npu_sram_bytes == max(dec.sram_bytes, m.lowering.npu_estimate.sram_bytes)
     detail = json.loads((u85.bundle / "check" / "accuracy.json").read_text())
     assert detail["lowering_gap"]["greedy_identical"] and detail["lowering_gap"]["greedy_match_pct"] == 100.0
 
@@ -206,7 +210,8 @@ def test_16a8w_lowering_still_differs_from_its_graph(default_checkpoint, tmp_pat
         folder.mkdir(parents=True)
     exported = export(default_checkpoint, resolve_scheme("16a8w"), 32, ("ethos-u85", "portable"), work,
                       ExportInputs(resolve_target("ethos-u85-256"), eval_set, calibration))
-    exported.files[0].rename(bundle / "model" / "model.pte")
+    for f in exported.files:  # model.pte and decode.pte
+        f.rename(bundle / "model" / f.name)
     for f in exported.check_files:
         f.rename(bundle / "check" / f.name)
     program = TosaReferenceModel(bundle, bundle / "model" / "model.pte", str(arm_toolchain))
