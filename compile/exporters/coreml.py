@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 from llamaport.compile.checkpoint import LlamaCheckpoint
-from llamaport.compile.exporters.executorch import delegation_summary, meta_params, other_backend_config
+from llamaport.compile.exporters.executorch import delegation_summary, other_backend_config
 from llamaport.compile.exporters.exported import Exported
-from llamaport.compile.layout import hf_to_meta
 from llamaport.errors import ConfigError
 from llamaport.quantize.schemes import LinearQuant, QuantScheme
 from llamaport.runtime_tests.manifest import Lowering
@@ -100,15 +99,9 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
 
 def quantized_eager_fp16(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int) -> torch.nn.Module:
     """ExecuTorch's Llama (no KV cache, every position's logits) with the CoreML weights, in fp16."""
-    from executorch.examples.models.llama.llama_transformer import construct_transformer
-    from executorch.examples.models.llama.model_args import ModelArgs
+    from llamaport.compile.exporters.executorch import eager_llama
 
-    args = ModelArgs(**meta_params(ckpt.config), max_seq_len=max_seq_len, max_context_len=max_seq_len,
-                     generate_full_logits=True)
-    with torch.device("meta"):
-        module = construct_transformer(args)
-    module.load_state_dict(hf_to_meta(ckpt.state_dict, ckpt.config), strict=False, assign=True)
-    module.rope = type(module.rope)(args)  # its tables were built on the meta device
+    module = eager_llama(ckpt, max_seq_len, full_logits=True)
     with torch.no_grad():
         return quantize_to_fp16_(module, scheme).eval()
 

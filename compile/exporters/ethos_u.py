@@ -38,20 +38,9 @@ def rope_layout(cfg: dict) -> str:
 
 def fixed_length_model(ckpt: LlamaCheckpoint, window: int, layout: str) -> torch.nn.Module:
     """ExecuTorch's Llama without KV cache returning every position's logits, fp32, in `layout`."""
-    from executorch.examples.models.llama.llama_transformer import construct_transformer
-    from executorch.examples.models.llama.model_args import ModelArgs
+    from llamaport.compile.exporters.executorch import eager_llama
 
-    from llamaport.compile.exporters.executorch import meta_params
-    from llamaport.compile.layout import hf_to_meta
-
-    hf_rope = layout == "hf-rotate-half"
-    args = ModelArgs(**meta_params(ckpt.config), max_seq_len=window, max_context_len=window,
-                     generate_full_logits=True, use_hf_rope=hf_rope)
-    with torch.device("meta"):
-        module = construct_transformer(args)
-    module.load_state_dict(hf_to_meta(ckpt.state_dict, ckpt.config, permute_rope=not hf_rope), strict=False, assign=True)
-    module.rope = type(module.rope)(args)  # its tables were built on the meta device
-    return module.eval()
+    return eager_llama(ckpt, window, full_logits=True, hf_rope=layout == "hf-rotate-half")
 
 
 class DecodeStep(torch.nn.Module):

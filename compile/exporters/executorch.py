@@ -88,19 +88,26 @@ def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int
                     full_logits: bool = False) -> torch.nn.Module:
     """ExecuTorch's Llama (no KV cache) with the scheme applied: the quantized eager model. It returns the
     last position's logits, or every position's with `full_logits`."""
+    from llamaport.quantize.torchao_map import apply_scheme_
+
+    module = eager_llama(ckpt, max_seq_len, full_logits)
+    with torch.no_grad():
+        return apply_scheme_(module, scheme).eval()
+
+
+def eager_llama(ckpt: LlamaCheckpoint, max_seq_len: int, full_logits: bool, hf_rope: bool = False) -> torch.nn.Module:
+    """ExecuTorch's Llama without KV cache, fp32, our weights assigned (no copy): Meta's interleaved q/k
+    layout, or with `hf_rope` ExecuTorch's rotate-half RoPE and the q/k rows left as Hugging Face has them."""
     from executorch.examples.models.llama.llama_transformer import construct_transformer
     from executorch.examples.models.llama.model_args import ModelArgs
 
-    from llamaport.quantize.torchao_map import apply_scheme_
-
-    params = meta_params(ckpt.config)
-    args = ModelArgs(**params, max_seq_len=max_seq_len, max_context_len=max_seq_len, generate_full_logits=full_logits)
+    args = ModelArgs(**meta_params(ckpt.config), max_seq_len=max_seq_len, max_context_len=max_seq_len,
+                     generate_full_logits=full_logits, use_hf_rope=hf_rope)
     with torch.device("meta"):
         module = construct_transformer(args)
-    module.load_state_dict(hf_to_meta(ckpt.state_dict, ckpt.config), strict=False, assign=True)
+    module.load_state_dict(hf_to_meta(ckpt.state_dict, ckpt.config, permute_rope=not hf_rope), strict=False, assign=True)
     module.rope = type(module.rope)(args)  # its tables were built on the meta device
-    with torch.no_grad():
-        return apply_scheme_(module, scheme).eval()
+    return module.eval()
 
 
 def xnnpack_partitioners(scheme: QuantScheme) -> list:
