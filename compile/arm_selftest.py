@@ -54,7 +54,8 @@ def run() -> dict:
         quantizer = EthosUQuantizer(compile_spec)
         quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
         exported = torch.export.export(model, example, strict=True)
-        # A known gotcha of torch 2.13 with executorch 1.5.1: prepare_pt2e needs the module without its guards.
+        # torch 2.13 with executorch 1.5.1: prepare_pt2e needs the module without its guards (can go with the
+        # same change as in llamaport.compile.ethos_u_worker).
         prepared = prepare_pt2e(exported.module(check_guards=False), quantizer)
         for sample in calibration:
             prepared(*sample)

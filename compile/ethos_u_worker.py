@@ -190,8 +190,10 @@ def main(job_path: str) -> None:
     spec = EthosUCompileSpec(npu["accelerator"], system_config=npu["system_config"], memory_mode=npu["memory_mode"],
                              extra_flags=["--verbose-performance"])
     quantizer, config = _quantizer(spec, job["scheme"])
+    # torch 2.13 + torchao 0.18: prepare_pt2e fails on an exported module that keeps its input guards, so the
+    # modules are taken without them. Can go when prepare_pt2e accepts .module() as it is (a test build passes).
     # The fixed-length forward (model.pte): teacher-forced logits come from it.
-    module = torch.export.load(str(work / "fp32.pt2")).module(check_guards=False)  # guards: torch 2.13 + PT2E
+    module = torch.export.load(str(work / "fp32.pt2")).module(check_guards=False)  # see below
     prepared = prepare_pt2e(module, quantizer)
     with torch.no_grad():
         for w in job["calibration"]:

@@ -110,7 +110,8 @@ class Fp16ViaFp32Kernels:
     """PyTorch's CPU fp16 matmul and attention read fp16, accumulate in fp32 and round the result to fp16,
     through kernels about 100x slower than the fp32 ones. Within this context those ops take their fp16
     inputs to fp32 and round the result back: the same numbers (bit-identical logits on the bundled model,
-    tests/compile/test_build_gpu_npu_backends.py), at fp32 speed."""
+    tests/compile/test_build_gpu_npu_backends.py), at fp32 speed. Can go when PyTorch's CPU fp16 GEMM and SDPA
+    run near fp32 speed (torch 2.13: about 100x slower)."""
 
     def __enter__(self):
         from torch.utils._python_dispatch import TorchDispatchMode

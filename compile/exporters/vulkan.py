@@ -15,7 +15,8 @@ multiple of 4 is refused in one line); the output layer's width is the vocabular
 output layer gets zero rows up to the next multiple of 4 and the model slices the logits back to the
 vocabulary inside the program (the slice is delegated too): each logit row is its own dot product, so the real
 rows are unchanged; `export` checks that on the layer and the manifest's lowering notes record it. fp32 lowers
-any width."""
+any width. Can go when ExecuTorch's Vulkan 4-bit linear pads the weight with its scales (a vocabulary-498
+8da4w model lowers unpadded: tests/compile/test_build_gpu_npu_backends.py)."""
 
 from __future__ import annotations
 
