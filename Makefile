@@ -33,3 +33,5 @@ test-slow: $(BIN)/.installed system-packages  ## long end-to-end tests
 bench: $(BIN)/.installed
 	$(BIN)/python bench/decode_speed.py
 	$(BIN)/python bench/onnx_decode_speed.py
+	$(BIN)/python bench/executorch_export_speed.py
+	$(BIN)/python bench/gptq_vs_rounding.py

@@ -43,6 +43,13 @@ def random_checkpoint(seed: int = 0) -> LlamaCheckpoint:
     return LlamaCheckpoint(cfg, sd, TokenizerFile("none", Path("-")), "random")
 
 
+def random_windows(vocab: int, count: int = 16, length: int = 64) -> list[list[int]]:
+    """Calibration windows for random weights, which have no text of their own: a calibrated recipe's plan
+    still runs (its speed does not depend on what it was calibrated on)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(3, vocab, (count, length), generator=generator).tolist()
+
+
 def time_eager(ckpt: LlamaCheckpoint, prompt: list[int], tokens: int) -> float:
     model = full_model(ckpt)
     with torch.inference_mode():

@@ -2,15 +2,24 @@
 tokens/s for eager fp32 transformers, our fp32 ONNX bundle, our int8 (dynamic, Hugging Face layout) and
 int4 (onnxruntime-genai, 8da4w-g32 and -g128) bundles, and the peer: onnxruntime-genai's own model builder
 run directly on the same model, with its defaults (`-p int4 -e cpu`: blocks of 32, int8 compute) and with
-`block_size=128`. Medians of interleaved repeats; ratios against eager and against the peer built with
-the same block size.
+`block_size=128`; beside them llamaport's tuned int4 bundle (`--tuned`, default 8da4w-g128-gptq-keep8x2: GPTQ
+in blocks of 128, the two units most sensitive on calibration text kept at 8 bits). Medians of interleaved
+repeats; ratios against eager and against the peer built with the same block size, and the tuned bundle
+against the builder's default.
+
+Speed is read from random weights; accuracy from the bundled model (`--skip-accuracy` leaves it out): the
+builder's default int4 and each llamaport int4 recipe built from its weights, every 256-token window of
+the eval text (about 3,580 positions) scored through onnxruntime against the eager full model: KL divergence,
+same-top-1 and perplexity ratio with their standard errors. The GPTQ plan of the random-weight model is
+calibrated on random token windows (its speed does not depend on them).
 
 The genai-layout models are timed through onnxruntime-genai's generation loop (append the prompt, then
 generate_next_token), as an app runs them; the Hugging Face layout through plain onnxruntime. Every
 measurement runs in a fresh process (load, one untimed generation, the median of three timed), so one
 runtime's idle spinning threads never slow another's.
 
-    .venv/bin/python bench/onnx_decode_speed.py [--repeats 11] [--tokens 64] [--json bench/out/onnx_decode_speed.json]
+    .venv/bin/python bench/onnx_decode_speed.py [--repeats 11] [--tokens 64] [--tuned 8da4w-g128-gptq-keep8x2]
+        [--skip-accuracy] [--json bench/out/onnx_decode_speed.json]
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.decode_speed import PROMPT_TOKENS, STORIES110M, random_checkpoint, time_eager  # noqa: E402
+from bench.bundled_accuracy import STATISTICS_HEADER, fmt, statistics_line  # noqa: E402
+from bench.decode_speed import PROMPT_TOKENS, STORIES110M, random_checkpoint, random_windows, time_eager  # noqa: E402
 from llamaport.compile.checkpoint import TokenizerFile  # noqa: E402
 from llamaport.compile.exporters.hf_folder_out import write_hf_folder  # noqa: E402
 from llamaport.compile.exporters.onnx_genai import export as export_ort_genai  # noqa: E402
@@ -42,7 +52,9 @@ from llamaport.runtime_tests.latency import LatencyProtocol, measure  # noqa: E4
 from llamaport.runtime_tests.device.drivers.onnxruntime_session import OrtModel  # noqa: E402
 
 EAGER = "eager fp32 (transformers)"
-PEERS = {"peer: genai builder -p int4 (g32)": {}, "peer: genai builder block_size=128": {"block_size": "128"}}
+TUNED = "llamaport tuned (genai)"
+PEER_DEFAULT = "peer: genai builder -p int4 (g32)"
+PEERS = {PEER_DEFAULT: {}, "peer: genai builder block_size=128": {"block_size": "128"}}
 # our int4 bundle -> the peer built with the same block size
 SAME_BLOCKS = {"llamaport int4 8da4w-g32 (genai)": "peer: genai builder -p int4 (g32)",
                "llamaport int4 8da4w-g128 (genai)": "peer: genai builder block_size=128"}
@@ -108,7 +120,17 @@ def same_bytes(a: Path, b: Path) -> bool:
     return all(digest(a / n) == digest(b / n) for n in ("model.onnx", "model.onnx.data"))
 
 
-def build_candidates(work: Path, context: int) -> dict[str, tuple[str, Path, int]]:
+def export_genai(ckpt, scheme_id: str, context: int, folder: Path, calibration: list[list[int]]):
+    """llamaport's onnxruntime-genai export, with the layer plan of a calibrated recipe (GPTQ, 8-bit units)."""
+    from llamaport.compile.exporters.exported import ExportInputs
+    from llamaport.compile.quant_plan import build_plan
+
+    scheme = resolve_scheme(scheme_id)
+    plan = build_plan(ckpt, scheme, calibration, "onnxruntime") if scheme.calibrated else None
+    return export_ort_genai(ckpt, scheme, context, ("cpu",), folder, ExportInputs(None, None, None, plan))
+
+
+def build_candidates(work: Path, context: int, tuned: str) -> dict[str, tuple[str, Path, int]]:
     """name -> (how to time it, model path or folder, bytes)"""
     ckpt = random_checkpoint()
     ckpt.tokenizer = TokenizerFile("hf_json", DEFAULT_MODEL / "tokenizer.json")  # ids only; the builder wants one
@@ -126,13 +148,42 @@ def build_candidates(work: Path, context: int) -> dict[str, tuple[str, Path, int
         print(f"exported {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         model = next(f for f in files if f.name == "model.onnx")
         candidates[name] = (how, model.parent if how == "genai" else model, size(files))
+    folder = work / "tuned"
+    folder.mkdir()
+    start = time.perf_counter()
+    files = export_genai(ckpt, tuned, context, folder, random_windows(STORIES110M["vocab_size"])).files
+    print(f"exported tuned {tuned} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    candidates[TUNED] = ("genai", next(f for f in files if f.name == "model.onnx").parent, size(files))
     for i, (name, options) in enumerate(PEERS.items()):
         run_builder(hf, work / f"peer{i}", work / "peer-cache", "int4", options)
         candidates[name] = ("genai", work / f"peer{i}", size((work / f"peer{i}").iterdir()))
     # each of our int4 bundles next to its peer, so a round times the two back to back
-    order = [EAGER, *(n for n in candidates if n not in SAME_BLOCKS and n not in PEERS),
+    order = [EAGER, *(n for n in candidates if n not in SAME_BLOCKS and n not in PEERS and n != TUNED), TUNED,
              *(n for pair in SAME_BLOCKS.items() for n in pair)]
     return {n: candidates[n] for n in order}
+
+
+def accuracy_on_bundled_model(work: Path, recipes: list[str]) -> dict[str, dict]:
+    """The builder's default int4 and our recipes, built from the bundled model's weights, scored through
+    onnxruntime on every 256-token window of the eval text against the eager full model (bench.bundled_accuracy)."""
+    from bench.bundled_accuracy import CONTEXT, eval_windows, paired_kld_difference, score
+
+    ev = eval_windows()
+    cfg = ev.ckpt.config
+    hf = write_hf_folder(ev.ckpt, work / "acc-hf", CONTEXT)
+    models = {PEER_DEFAULT: work / "acc-peer" / "model.onnx"}
+    run_builder(hf, work / "acc-peer", work / "acc-cache", "int4", {})
+    for recipe in recipes:
+        folder = work / f"acc-{recipe}"
+        folder.mkdir()
+        models[f"llamaport {recipe}"] = export_genai(ev.ckpt, recipe, CONTEXT, folder, ev.calibration).files[0]
+    out, kld = {}, {}
+    for name, path in models.items():
+        out[name], kld[name] = score(ev, OrtModel(path, cfg["num_key_value_heads"], cfg["head_dim"], CONTEXT))
+    for name in models:
+        diff, diff_se = paired_kld_difference(kld[name], kld[PEER_DEFAULT])
+        out[name].update(kld_minus_peer=diff, kld_minus_peer_se=diff_se)
+    return out
 
 
 def main() -> None:
@@ -141,6 +192,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--json", type=Path, default=Path("bench/out/onnx_decode_speed.json"))
+    parser.add_argument("--tuned", default="8da4w-g128-gptq-keep8x2", help="llamaport scheme of the tuned bundle")
+    parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--one", nargs=2, metavar=("HOW", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -149,7 +202,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="llamaport-onnx-bench-"))
     try:
-        candidates = build_candidates(work, args.context)
+        candidates = build_candidates(work, args.context, args.tuned)
+        accuracy = {} if args.skip_accuracy else accuracy_on_bundled_model(work, ["8da4w-g32", "8da4w-g128", args.tuned])
         identical = {ours: same_bytes(candidates[ours][1], candidates[peer][1]) for ours, peer in SAME_BLOCKS.items()}
         speeds = {k: [] for k in candidates}
         for round_ in range(1 + args.repeats):  # interleaved rounds, the first a warm-up, so drift hits all alike;
@@ -165,14 +219,22 @@ def main() -> None:
         return statistics.median(a / b for a, b in zip(speeds[name][1:], speeds[other][1:]))
     x_eager = {name: paired(name, EAGER) for name in candidates}
     peer_ratio = {ours: paired(ours, peer) for ours, peer in SAME_BLOCKS.items()}
+    peer_ratio[TUNED] = paired(TUNED, PEER_DEFAULT)  # against the builder's default
 
     print(f"{'':36} {'bytes':>12} {'decode tok/s':>13} {'spread':>15} {'x eager':>8} {'x peer':>7}")
     for name, (_, _, nbytes) in candidates.items():
         runs = speeds[name][1:]
-        peer = f"{peer_ratio[name]:>7.2f}" if name in SAME_BLOCKS else f"{'':>7}"
+        peer = f"{peer_ratio[name]:>7.2f}" if name in peer_ratio else f"{'':>7}"
         print(f"{name:36} {nbytes:>12,} {medians[name]:>13.1f} {min(runs):>7.1f}-{max(runs):<7.1f}"
               f" {x_eager[name]:>8.2f} {peer}")
-    print("x eager, x peer: median over rounds of the ratio within a round")
+    print("x eager, x peer: median over rounds of the ratio within a round (tuned: x the builder's default g32)")
+    print(f"tuned = llamaport {args.tuned}")
+    if accuracy:
+        print(f"\naccuracy on the bundled model, {next(iter(accuracy.values()))['positions']} positions, vs the eager full model")
+        print(f"{'':44} {STATISTICS_HEADER} {'KLD - peer (paired)':>22}")
+        for name, m in accuracy.items():
+            diff = "" if name == PEER_DEFAULT else f"{m['kld_minus_peer']:>+10.2e} ± {fmt(m['kld_minus_peer_se'], '<8.1e')}"
+            print(f"{name:44} {statistics_line(m)} {diff:>22}")
     for ours, peer in SAME_BLOCKS.items():
         print(f"{ours} is byte-identical to '{peer}': {identical[ours]}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +242,8 @@ def main() -> None:
                                      "prompt_tokens": PROMPT_TOKENS, "bytes": {k: v[2] for k, v in candidates.items()},
                                      "decode_tokens_per_s": speeds, "median_decode_tokens_per_s": medians,
                                      "x_eager": x_eager, "x_peer": peer_ratio,
-                                     "byte_identical_to_peer": identical}, indent=2))
+                                     "byte_identical_to_peer": identical, "tuned": args.tuned,
+                                     "accuracy_on_bundled_model": accuracy}, indent=2))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def calibration_path(model: Path, given: Path | str | None, eval_text: Path) -> 
     if given is None:
         split = Path(model) / CALIBRATION_SPLIT
         if not split.is_file():
-            raise ConfigError(f"{model}: static int8 recipes need calibration text and the model folder has no "
+            raise ConfigError(f"{model}: calibrated recipes (static int8, -gptq, -keep8xN) need calibration text and the model folder has no "
                               f"{CALIBRATION_SPLIT}; pass --calibration-text with text like the model's training data "
                               "(not the eval text)")
         given = split

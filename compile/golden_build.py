@@ -31,11 +31,12 @@ def full_reference(ckpt: LlamaCheckpoint, eval_set: EvalSet) -> Reference:
 
 @torch.inference_mode()
 def quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet, context_len: int,
-                            artifact=None) -> tuple[torch.Tensor, list[list[int]]]:
-    """ExecuTorch's Llama with the scheme applied by torchao, in eager (the artifact is not needed)."""
+                            artifact=None, plan=None) -> tuple[torch.Tensor, list[list[int]]]:
+    """ExecuTorch's Llama with the scheme (and a calibrated plan) applied by torchao, in eager (the artifact
+    is not needed)."""
     from llamaport.compile.exporters.executorch import quantized_eager
 
-    model = quantized_eager(ckpt, scheme, context_len, full_logits=True)
+    model = quantized_eager(ckpt, scheme, context_len, full_logits=True, plan=plan)
     logits = torch.cat([model(torch.tensor([w]))[0].float() for w in eval_set.windows()])
     runs = []
     for prompt in eval_set.prompts:  # no KV cache in this model: each step rereads the whole sequence

@@ -61,8 +61,9 @@ class Build:
     model_facts: ModelFacts | None = None  # checkpoint
     tokenizer: object = None  # checkpoint: the bundle's tokenizer through pytorch_tokenizers (the device's ids)
     eval_set: EvalSet | None = None  # full_reference
-    calibration: object = None  # full_reference: the CalibrationSet of a static recipe
+    calibration: object = None  # full_reference: the CalibrationSet of a calibrated recipe
     full_reference: Reference | None = None  # full_reference
+    quant_plan: object = None  # layer_plan: llamaport.quantize.plan.QuantPlan
     exported: Exported | None = None  # artifact
     runtime_entry: RuntimeEntry | None = None  # artifact
     quantized_outputs: tuple | None = None  # quantized_reference: (teacher-forced logits, greedy runs)
@@ -98,6 +99,7 @@ STAGES = (
     Stage("plan", stages.plan),
     Stage("checkpoint", stages.checkpoint),
     Stage("full_reference", stages.full_reference),
+    Stage("layer_plan", stages.layer_plan),
     Stage("artifact", stages.artifact),
     Stage("quantized_reference", stages.quantized_reference),
     Stage("golden", stages.golden),

@@ -3,6 +3,7 @@ owns. Module imports stay light: `plan` runs for `build --dry-run`, which must n
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,15 +43,16 @@ def plan(build) -> None:
 
 
 def _plan_calibration(build) -> None:
-    """Static recipes need calibration text (checked before any weights are read); others take none."""
+    """Calibrated recipes (static int8, -gptq, -keep8xN) need calibration text (checked before any weights are
+    read); others take none."""
     from llamaport.compile.calibration import calibration_path
     from llamaport.compile.eval_data import DEFAULT_EVAL_TEXT
 
     request = build.request
-    if not build.recipe.scheme.static:
+    if not build.recipe.scheme.calibrated:
         if request.calibration_text is not None or request.calibration_samples is not None:
             raise ConfigError(f"recipe {build.recipe.id} is not calibrated; --calibration-text and --calibration-samples "
-                              "apply to static int8 recipes only")
+                              "apply to calibrated recipes only (static int8, -gptq, -keep8xN)")
         return
     if request.calibration_samples is not None and request.calibration_samples < 1:
         raise ConfigError(f"--calibration-samples must be at least 1, got {request.calibration_samples}")
@@ -137,7 +139,7 @@ def _calibration_set(build):
     from llamaport.compile.calibration import DEFAULT_SAMPLES, build_calibration_set, calibration_path
 
     request = build.request
-    if not build.recipe.scheme.static:
+    if not build.recipe.scheme.calibrated:
         return None
     source = calibration_path(Path(request.model), request.calibration_text, Path(build.eval_set.source))
     # A fixed-length program calibrates on windows of its length; others on windows of at most 64 tokens
@@ -158,6 +160,18 @@ def check_special_ids(ckpt, tokenizer_vocab: int) -> None:
                               f"{ckpt.config['vocab_size']} rows); fix the id in the model's config or use its own tokenizer")
 
 
+def layer_plan(build) -> None:
+    """What each linear unit gets: for -gptq / -keep8xN recipes measured on the calibration text (GPTQ grids,
+    sensitivity ranking), otherwise the scheme's families as they are. The manifest lists it unit by unit."""
+    from llamaport.compile.quant_plan import build_plan, uniform_plan
+
+    scheme = build.recipe.scheme
+    if build.calibration is not None and not scheme.static:
+        build.quant_plan = build_plan(build.checkpoint, scheme, build.calibration.windows, build.recipe.runtime)
+    else:
+        build.quant_plan = uniform_plan(scheme, build.checkpoint.config["num_hidden_layers"])
+
+
 def artifact(build) -> None:
     """Quantize and export by the recipe; the exporter's files go into model/."""
     from llamaport.compile.runtime_entry import runtime_entry
@@ -167,7 +181,8 @@ def artifact(build) -> None:
     work.mkdir()
     from llamaport.compile.exporters.exported import ExportInputs
 
-    inputs = ExportInputs(target=build.target, eval_set=build.eval_set, calibration=build.calibration)
+    plan = build.quant_plan if build.recipe.scheme.calibrated else None  # uniform plans need nothing from the exporter
+    inputs = ExportInputs(target=build.target, eval_set=build.eval_set, calibration=build.calibration, plan=plan)
     exported = load_entry(build.recipe.capabilities.export)(
         build.checkpoint, build.recipe.scheme, build.context_len, build.target.backends, work, inputs)
     for f in exported.files:
@@ -177,12 +192,32 @@ def artifact(build) -> None:
         dest.parent.mkdir(exist_ok=True)
         f.rename(dest)
     shutil.rmtree(work)
+    exported = dataclasses.replace(exported, lowering=dataclasses.replace(
+        exported.lowering, layers=layer_records(build), calibration=exported.lowering.calibration or (
+            build.calibration.info if build.calibration is not None else None)))
     build.exported = exported
     if exported.rope_layout is not None:
-        import dataclasses
-
         build.model_facts = dataclasses.replace(build.model_facts, rope_layout=exported.rope_layout)
     build.runtime_entry = runtime_entry(build)
+
+
+def layer_records(build) -> tuple:
+    """The manifest's per-unit list: setting, input width and the width padded to a whole group, and the
+    unit's measured sensitivity where a plan measured one."""
+    from llamaport.quantize.plan import hf_linears
+    from llamaport.runtime_tests.manifest import LayerQuant
+
+    sd = build.checkpoint.state_dict
+    records = []
+    for u in build.quant_plan.units:
+        name = hf_linears(u.unit)[0] + ".weight"
+        weight = sd.get(name, sd.get("model.embed_tokens.weight"))  # a tied output layer is the embedding
+        width = int(weight.shape[1])
+        group = u.quant.group_size
+        padded = -(-width // group) * group if group and width % group else None
+        records.append(LayerQuant(unit=u.unit, quant=u.quant.id, in_features=width, padded_to=padded,
+                                  kld_alone=u.kld_alone))
+    return tuple(records)
 
 
 def quantized_reference(build) -> None:
@@ -193,8 +228,12 @@ def quantized_reference(build) -> None:
     if build.exported.quantized_outputs is not None:  # the exporter ran its own (a calibrated graph's fake-quant)
         build.quantized_outputs = build.exported.quantized_outputs
         return
+    # A calibrated plan (GPTQ grids, 8-bit units) is part of the weights: the eager reference applies it too;
+    # ONNX references read the artifact's own weights and need nothing more.
+    extra = {"plan": build.quant_plan} if build.recipe.scheme.calibrated and build.recipe.runtime == "executorch" else {}
     build.quantized_outputs = load_entry(build.recipe.capabilities.quantized_reference)(
-        build.checkpoint, build.recipe.scheme, build.eval_set, build.context_len, build.staging / build.runtime_entry.model)
+        build.checkpoint, build.recipe.scheme, build.eval_set, build.context_len, build.staging / build.runtime_entry.model,
+        **extra)
 
 
 def golden(build) -> None:

@@ -40,8 +40,14 @@ def _cpu_float(s: QuantScheme) -> bool:
     return s.compute == "fp32" and not s.static
 
 
+def _rounding_ours_or_default(s: QuantScheme) -> bool:
+    """Rounding by the library's default, or by llamaport's GPTQ (quantize.gptq), which writes the grid
+    itself; onnxruntime's own algorithms (rtn, hqq) exist only where onnxruntime quantizes."""
+    return s.algorithms() <= {"gptq"}
+
+
 def _executorch_builds(s: QuantScheme) -> bool:
-    return _cpu_float(s) and not s.algorithms()  # torchao's own choice of rounding; see quantize.torchao_map
+    return _cpu_float(s) and _rounding_ours_or_default(s)  # see quantize.torchao_map
 
 
 def _ethos_u_builds(s: QuantScheme) -> bool:
@@ -52,27 +58,28 @@ def _coreml_builds(s: QuantScheme) -> bool:
     """CoreML runs fp16; weights stay fp16 or are palettized/linearly quantized to 8 or 4 bits by coremltools."""
     body, head = s.linear, s.output_quant
     return (s.compute == "fp16" and body.kind in ("fp32", "8w", "4w") and head == body and not s.algorithms()
-            and s.embedding.bits == 32)
+            and s.embedding.bits == 32 and not s.keep8)
 
 
 def _vulkan_builds(s: QuantScheme) -> bool:
     body, head = s.linear, s.output_quant
     return _cpu_float(s) and body.kind in ("fp32", "8da4w") and head == body and not s.algorithms() \
-        and s.embedding.bits == 32
+        and s.embedding.bits == 32 and not s.keep8
 
 
 def _onnx_embedding_fits(s: QuantScheme) -> bool:
     """onnxruntime quantizes an embedding only as GatherBlockQuantized, 4-bit, in the linears' blocks."""
     emb = s.embedding
     return emb.bits == 32 or (emb.bits == 4 and s.linear.kind in ("4w", "8da4w") and emb.group_size == s.linear.group_size
-                              and not s.algorithms())
+                              and not s.algorithms() and not s.keep8)
 
 
 def _ort_genai_builds(s: QuantScheme) -> bool:
     """The builder quantizes every MatMul alike (MatMulNBits, 4-bit) except an output layer it may skip; it
-    has no per-channel int8 MatMul, and its algorithms are not the ones our ids name."""
+    has no per-channel int8 MatMul, and its algorithms are not the ones our ids name. GPTQ grids and
+    8-bit units of a mixed-precision plan are written into its MatMulNBits afterwards (quantize.onnx_grid)."""
     body, head = s.linear, s.output_quant
-    return (_cpu_float(s) and body.kind in ("fp32", "4w", "8da4w") and not s.algorithms() and _onnx_embedding_fits(s)
+    return (_cpu_float(s) and body.kind in ("fp32", "4w", "8da4w") and _rounding_ours_or_default(s) and _onnx_embedding_fits(s)
             and (head == body or head.kind == "fp32"))
 
 
@@ -80,6 +87,7 @@ def _optimum_onnx_builds(s: QuantScheme) -> bool:
     """onnxruntime's quantizers on the exported graph: MatMulNBits (4w, 8da4w) or dynamic int8 (8da8w)."""
     body, head = s.linear, s.output_quant
     return (_cpu_float(s) and body.kind in ("fp32", "4w", "8da4w", "8da8w") and _onnx_embedding_fits(s)
+            and "gptq" not in s.algorithms() and not s.keep8
             and (head == body or head.kind == "fp32"))
 
 

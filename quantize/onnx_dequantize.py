@@ -65,7 +65,14 @@ def dequantized_model(model):
             if attrs.get("gather_axis", 0) != 0 or attrs.get("quantize_axis", 1) != 1:
                 raise ValueError(f"{node.name}: only an embedding table quantized along its rows is supported")
             zp = array(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-            table = dequantize_gather_block(array(node.input[0]), array(node.input[2]), zp, attrs["block_size"])
+            shared = _shared_output_weights(node.input[0], producers, consumers, inits)
+            if shared is not None:  # a tied table: the builder gathers from the output layer's packed codes
+                head = {a.name: helper.get_attribute_value(a) for a in shared.attribute}
+                head_zp = array(shared.input[3]) if len(shared.input) > 3 and shared.input[3] else None
+                table = dequantize_matmul_nbits(array(shared.input[1]), array(shared.input[2]), head_zp, head["K"],
+                                                head["N"], head["bits"], head["block_size"]).T.copy()
+            else:
+                table = dequantize_gather_block(array(node.input[0]), array(node.input[2]), zp, attrs["block_size"])
             name = node.input[0] + "_dequantized"
             new_inits.append(numpy_helper.from_array(table, name))
             replace[id(node)] = helper.make_node("Gather", [name, node.input[1]], list(node.output), name=node.name)
@@ -98,6 +105,15 @@ def dequantized_model(model):
     graph.initializer.extend(new_inits)
     _drop_unused_initializers(graph)
     return model
+
+
+def _shared_output_weights(data: str, producers: dict, consumers: dict, inits: dict):
+    """The MatMulNBits whose packed weights a tied embedding's GatherBlockQuantized reads (onnxruntime-genai's
+    builder reshapes the output layer's B to [vocab, hidden / 2] and gathers rows of it), or None."""
+    reshape = producers.get(data)
+    if reshape is None or reshape.op_type != "Reshape" or reshape.input[0] not in inits:
+        return None
+    return next((n for n in consumers.get(reshape.input[0], []) if n.op_type == "MatMulNBits"), None)
 
 
 def _live(nodes: list, outputs: set[str]) -> list:

@@ -19,8 +19,13 @@ COMPUTE_DTYPES = ("fp32", "fp16")
 EMBEDDING_BITS = (32, 8, 4)
 # How weights are rounded, where the id names it. Without one, each path uses its own default: torchao's
 # (HQQ scale-only for 8da*w, round-to-nearest otherwise) or onnxruntime's symmetric blockwise RTN (MLAS).
-# "rtn" is onnxruntime's asymmetric RTN with zero points, "hqq" its HQQ: both ONNX-only.
-ALGORITHMS = ("rtn", "hqq")
+# "rtn" is onnxruntime's asymmetric RTN with zero points, "hqq" its HQQ: both ONNX-only. "gptq" rounds
+# column by column against calibration activations (quantize.gptq), for ExecuTorch and ONNX alike.
+ALGORITHMS = ("rtn", "hqq", "gptq")
+ONNX_ONLY_ALGORITHMS = ("rtn", "hqq")
+CALIBRATED_ALGORITHMS = ("gptq",)
+# The 8-bit kind a 4-bit layer is kept at when a mixed-precision plan finds it sensitive.
+EIGHT_BIT_OF = {"8da4w": "8da8w", "4w": "8w"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,11 @@ class LinearQuant:
             raise unknown_id("quantization algorithm", self.algorithm, ALGORITHMS)
         if self.group_size is not None and (self.group_size <= 0 or self.group_size & (self.group_size - 1)):
             raise ConfigError(f"group_size must be a positive power of two, got {self.group_size}")
+
+    @property
+    def eight_bit(self) -> LinearQuant:
+        """This layer kept at 8 bits: per output channel, rounded (torchao's / onnxruntime's default)."""
+        return LinearQuant(EIGHT_BIT_OF[self.kind])
 
     @property
     def id(self) -> str:
@@ -74,10 +84,17 @@ class QuantScheme:
     output: LinearQuant | None = None  # None: the output layer follows `linear`, as in ExecuTorch's qmode
     embedding: EmbeddingQuant = EmbeddingQuant()
     compute: str = "fp32"
+    # Mixed precision chosen by sensitivity: the `keep8` linear units (quantize.plan.UNITS) whose 4-bit
+    # rounding alone costs the most KL divergence on calibration text stay at 8 bits; the rest are 4-bit.
+    keep8: int = 0
 
     def __post_init__(self):
         if self.compute not in COMPUTE_DTYPES:
             raise unknown_id("compute dtype", self.compute, COMPUTE_DTYPES)
+        if self.keep8 < 0:
+            raise ConfigError(f"keep8 must be 0 or more, got {self.keep8}")
+        if self.keep8 and self.linear.kind not in EIGHT_BIT_OF:
+            raise ConfigError(f"keep8 keeps 4-bit layers at 8 bits; {self.linear.kind} linears are not 4-bit")
         kinds = self.linear_kinds()
         if kinds & set(STATIC_KINDS) and kinds - set(STATIC_KINDS):
             raise ConfigError("a static int8 graph quantizes every layer alike: the output layer cannot differ")
@@ -90,6 +107,11 @@ class QuantScheme:
         return bool(self.linear_kinds() & set(STATIC_KINDS))
 
     @property
+    def calibrated(self) -> bool:
+        """Needs calibration text at build time: static activation scales, GPTQ, or a sensitivity plan."""
+        return self.static or bool(self.algorithms() & set(CALIBRATED_ALGORITHMS)) or self.keep8 > 0
+
+    @property
     def output_quant(self) -> LinearQuant:
         return self.linear if self.output is None else self.output
 
@@ -98,6 +120,8 @@ class QuantScheme:
         parts = [self.linear.id]
         if self.output is not None and self.output != self.linear:
             parts.append(f"out{self.output.id}")
+        if self.keep8:
+            parts.append(f"keep8x{self.keep8}")
         if self.embedding.id:
             parts.append(self.embedding.id)
         if self.compute != "fp32":
@@ -135,6 +159,12 @@ SCHEMES: dict[str, QuantScheme] = _named(
     *(QuantScheme(LinearQuant("8da4w", g)) for g in (32, 64, 128)),
     *(QuantScheme(LinearQuant("4w", g)) for g in (32, 64, 128)),
     *(QuantScheme(LinearQuant(kind, g, algo)) for kind in ("4w", "8da4w") for g in (32, 128) for algo in ALGORITHMS),
+    *(QuantScheme(LinearQuant("8da4w", g, "gptq")) for g in (32, 64, 128)),  # calibrated rounding
+    *(QuantScheme(LinearQuant("4w", g, "gptq")) for g in (32, 128)),
+    # Mixed precision: the most sensitive units at 8 bits, rounded or GPTQ'd 4-bit elsewhere
+    *(QuantScheme(LinearQuant("8da4w", g, algo), keep8=n) for g in (32, 128) for algo in (None, "gptq")
+      for n in (1, 2, 4, 8)),
+    QuantScheme(LinearQuant("8da4w", 128), embedding=EmbeddingQuant(4, 32)),  # ExecuTorch's README recommendation
     QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("8da8w")),  # ExecuTorch's 8da4w_output_8da8w
     QuantScheme(LinearQuant("8da4w", 32), output=LinearQuant("fp32")),  # the output layer kept full precision
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32)),

@@ -33,6 +33,12 @@ class CompareRow:
     speedup_vs_fp32_artifact: float | None = None
     bytes_vs_fp32_artifact: float | None = None
     decode_source: str = "measured"  # or "npu-estimate" (report.Summary.decode_source)
+    # Standard errors of the accuracy columns (llama.cpp's; runtime_tests.metrics.spread_statistics): how finely
+    # this eval set measures them, so a reader does not rank builds on differences inside them. None for reports
+    # from before they were measured.
+    kld_se: float | None = None
+    same_top1_se_pct: float | None = None
+    ppl_ratio_se: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ def _row(report: Report) -> CompareRow:
                       artifact_bytes=s.artifact_bytes, artifact_mb=s.artifact_bytes / 1e6,
                       decode_tokens_per_s=s.decode_tokens_per_s, ttft_s=s.ttft_s, kld_mean=s.kld_mean,
                       same_top1_pct=s.same_top1_pct, ppl_ratio=s.ppl_ratio, logit_sqnr_db=s.logit_sqnr_db,
+                      kld_se=s.kld_se, same_top1_se_pct=s.same_top1_se_pct, ppl_ratio_se=s.ppl_ratio_se,
                       passed=report.passed, speedup_vs_eager=eager.decode if eager else None, device=report.device.name)
 
 
@@ -102,6 +109,10 @@ def compare(reports: list[Report]) -> Comparison:
                       devices=tuple(sorted({r.device for r in rows})))
 
 
+def _pm(value: float, se: float | None):
+    return value if se is None else f"{html.fmt(value)} ± {html.fmt(se)}"
+
+
 def render(result: Comparison) -> str:
     rows = result.builds
     table = html.table(
@@ -110,7 +121,8 @@ def render(result: Comparison) -> str:
         [[r.name, r.artifact_mb, r.bytes_vs_fp32_artifact,
           r.decode_tokens_per_s if r.decode_source == "measured" else f"{r.decode_tokens_per_s:.0f} (NPU estimate)",
           r.speedup_vs_fp32_artifact,
-          r.speedup_vs_eager, r.ttft_s * 1000 if r.ttft_s else None, r.kld_mean, r.same_top1_pct, r.ppl_ratio,
+          r.speedup_vs_eager, r.ttft_s * 1000 if r.ttft_s else None, _pm(r.kld_mean, r.kld_se),
+          _pm(r.same_top1_pct, r.same_top1_se_pct), _pm(r.ppl_ratio, r.ppl_ratio_se),
           r.logit_sqnr_db, "pass" if r.passed else "FAIL", "yes" if r.name in result.pareto_front else ""] for r in rows],
         ["" if r.passed else "fail" for r in rows])
     verdict = html.paragraph(f"Smallest passing build: {result.smallest_passing or 'none'}; "

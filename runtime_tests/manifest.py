@@ -151,6 +151,17 @@ class NpuEstimate:
 
 
 @dataclass(frozen=True)
+class LayerQuant:
+    """One linear unit (q/k/v together, as onnxruntime-genai packs them) and what it got."""
+
+    unit: str  # layers.3.mlp.down, output
+    quant: str  # its LinearQuant id: 8da4w-g128-gptq, 8da8w (kept at 8 bits), fp32
+    in_features: int
+    padded_to: int | None = None  # input zero-padded to a whole number of groups (exact)
+    kld_alone: float | None = None  # sensitivity: calibration KLD with only this unit at 4 bits
+
+
+@dataclass(frozen=True)
 class Lowering:
     """What was applied and what was lowered."""
 
@@ -161,6 +172,7 @@ class Lowering:
     npu_estimate: NpuEstimate | None = None  # NPU backends: the compiler's estimate (the artifact's program)
     npu_decode_estimate: NpuEstimate | None = None  # ... and of the decode program (one token, KV cache), if any
     notes: tuple[str, ...] = ()  # what the exporter changed and proved unchanged (e.g. padding), in words
+    layers: tuple[LayerQuant, ...] = ()  # what each linear unit got (quantize.plan)
 
     def npu_gate_values(self) -> "NpuGateValues | None":
         """What the target's NPU gates bound: the time per generated token (the decode program's, else one
@@ -196,8 +208,27 @@ class GoldenInfo:
     window: int | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class SpreadStatistics:
+    """llama.cpp's statistics (runtime_tests.metrics.spread_statistics): standard errors of the means, the KLD
+    median and 99.9th percentile, Δp; shared by the records that carry accuracy (Headline, report.Metrics,
+    report.Summary). Optional, so that manifests, golden files and reports written before they were measured
+    still read: None there, and for standard errors over 10 positions or fewer. Gates read the standard errors
+    (gates.STANDARD_ERROR) to say whether a miss is beyond the noise."""
+
+    same_top1_se_pct: float | None = None
+    kld_se: float | None = None
+    kld_median: float | None = None
+    kld_p999: float | None = None
+    ppl_ratio_se: float | None = None
+    delta_p_mean_pct: float | None = None
+    delta_p_se_pct: float | None = None
+    delta_p_rms_pct: float | None = None
+    delta_p_rms_se_pct: float | None = None
+
+
 @dataclass(frozen=True)
-class Headline:
+class Headline(SpreadStatistics):
     """The accuracy metrics gates, manifests and reports read (all against a reference)."""
 
     same_top1_pct: float
@@ -210,10 +241,18 @@ class Headline:
 
     @classmethod
     def of(cls, metrics: dict) -> "Headline":
-        return cls(**{f.name: float(metrics[f.name]) for f in fields(cls)})
+        """The headline of a metrics dict (runtime_tests.metrics); optional fields it lacks are None."""
+        from dataclasses import MISSING
+
+        def value(f):
+            v = metrics[f.name] if f.default is MISSING else metrics.get(f.name)
+            return None if v is None else float(v)
+        return cls(**{f.name: value(f) for f in fields(cls)})
 
 
-ACCURACY_HEADLINE = tuple(f.name for f in fields(Headline))
+# The headline's own metrics first, then the statistics (inherited fields come first in fields()).
+SPREAD_STATISTICS = tuple(f.name for f in fields(SpreadStatistics))
+ACCURACY_HEADLINE = tuple(f.name for f in fields(Headline) if f.name not in SPREAD_STATISTICS) + SPREAD_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -222,6 +261,10 @@ class GateFailure:
     metric: str
     value: float
     missed_by: float
+    # The metric's standard error where it has one (runtime_tests.gates.STANDARD_ERROR), and whether the miss
+    # exceeds twice it; None where the metric has none (latency, size) or it was not measured.
+    standard_error: float | None = None
+    beyond_noise: bool | None = None
 
 
 @dataclass(frozen=True)

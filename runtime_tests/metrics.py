@@ -1,6 +1,7 @@
 """Accuracy of a model's logits against a golden reference, as llama.cpp's perplexity/KLD tool defines it:
-perplexity ratio, KL(reference || candidate) mean and 99th percentile, same-top-1 %, logit SQNR in dB,
-max |logit error|; plus greedy match length per prompt."""
+perplexity ratio, KL(reference || candidate) mean, median, 99th and 99.9th percentiles, same-top-1 %, Δp (the
+change of the next token's probability), each mean with its standard error; logit SQNR in dB, max |logit
+error|; plus greedy match length per prompt."""
 
 from __future__ import annotations
 
@@ -37,6 +38,54 @@ def sqnr_db(signal: torch.Tensor, candidate: torch.Tensor) -> float:
     return min(SQNR_CEILING_DB, 10 * math.log10(power / noise))
 
 
+def mean_and_se(x: torch.Tensor) -> tuple[float, float | None]:
+    """The mean and its standard error as llama.cpp's `mean_and_uncertainty` gives them: sqrt(population
+    variance / (n - 1)), the same as the sample standard deviation / sqrt(n). llama.cpp prints 0 for ten values
+    or fewer; here that is None (unknown), so a gate is never said to be missed beyond a noise nobody measured."""
+    n, mean = x.numel(), float(x.mean())
+    if n <= 10:
+        return mean, None
+    return mean, math.sqrt(float(((x - mean) ** 2).mean()) / (n - 1))
+
+
+def spread_statistics(kld: torch.Tensor, next_logprob: torch.Tensor, ref_next_logprob: torch.Tensor,
+                      same_top1: torch.Tensor) -> dict:
+    """The statistics llama.cpp's perplexity tool prints after a --kl-divergence run (tools/perplexity/
+    perplexity.cpp, kl_divergence(): "Mean PPL(Q)/PPL(base)", "Mean KLD", "Median KLD", "99.9% KLD",
+    "Mean Δp", "RMS Δp", "Same top p"), with the same formulas, so a figure and its ± read as theirs do.
+    Without a ±, a 1.5-point miss of a same-top-1 gate over 255 positions cannot be told from noise."""
+    n = kld.numel()
+    # ln(PPL(Q)/PPL(base)) is the mean over positions of nll_q - nll_base; llama.cpp's ± of it,
+    # sqrt(se_q² + se_base² - 2 cov), is exactly the standard error of those per-position differences.
+    # The ratio's ± follows by d(e^x)/dx = e^x: ratio × se_ln.
+    ln_ratio, ln_ratio_se = mean_and_se(ref_next_logprob - next_logprob)
+    kld_mean, kld_se = mean_and_se(kld)
+    # Δp = p_Q(next token) - p_base(next token). RMS Δp = sqrt(mean Δp²); its ± from the ± of mean Δp² by
+    # d(sqrt x)/dx = 1 / (2 sqrt x), as llama.cpp does (0 where Δp is 0 everywhere: nothing to spread).
+    dp = next_logprob.exp() - ref_next_logprob.exp()
+    dp_mean, dp_se = mean_and_se(dp)
+    mse, mse_se = mean_and_se(dp ** 2)
+    rms = math.sqrt(mse)
+    rms_se = None if mse_se is None else (0.5 / rms * mse_se if rms > 0 else 0.0)
+    # Same top p: a binomial proportion; llama.cpp's ± is sqrt(p (1 - p) / (n - 1)).
+    p = float(same_top1.double().mean())
+    same_se = None if n <= 10 else 100 * math.sqrt(p * (1 - p) / (n - 1))
+    ratio = math.exp(ln_ratio)
+    return {
+        "same_top1_se_pct": same_se,
+        "kld_se": kld_se,
+        # torch.quantile interpolates linearly between the two nearest values, as llama.cpp's `percentile`
+        # does; its median of an even count is the mean of the middle two, as llama.cpp's is.
+        "kld_median": float(torch.quantile(kld, 0.5)),
+        "kld_p999": float(torch.quantile(kld, 0.999)),
+        "ppl_ratio_se": None if ln_ratio_se is None else ratio * ln_ratio_se,
+        "delta_p_mean_pct": 100 * dp_mean,
+        "delta_p_se_pct": None if dp_se is None else 100 * dp_se,
+        "delta_p_rms_pct": 100 * rms,
+        "delta_p_rms_se_pct": None if rms_se is None else 100 * rms_se,
+    }
+
+
 def compare_scores(ref: Reference, name: str, scores: dict, ids: list[int]) -> dict:
     """A runtime's scores of the golden positions (llamaport.runtime_tests.device.scores.gather_scores: the
     log-sum-exp, argmax and next-token logit of each position, and its logits at what `ref` keeps) against
@@ -60,10 +109,11 @@ def compare_scores(ref: Reference, name: str, scores: dict, ids: list[int]) -> d
     next_logprob = torch.from_numpy(np.asarray(scores["next_logit"], dtype=np.float64)) - lse
     ppl_ref, ppl = perplexity_from_logprobs(ref.next_logprob), perplexity_from_logprobs(next_logprob)
     argmax = torch.from_numpy(np.asarray(scores["argmax"], dtype=np.int64))
+    same_top1 = argmax == ref.top1()
     return {
         "positions": positions,
         "logits_compared": ref.kind,
-        "same_top1_pct": float((argmax == ref.top1()).double().mean() * 100),
+        "same_top1_pct": float(same_top1.double().mean() * 100),
         "kld_mean": float(kld.mean()),
         "kld_p99": float(torch.quantile(kld, 0.99)),
         "ppl_reference": ppl_ref,
@@ -72,6 +122,7 @@ def compare_scores(ref: Reference, name: str, scores: dict, ids: list[int]) -> d
         "logit_sqnr_db": sqnr_db(stored, candidate),
         "max_abs_logit_error": float((stored.double() - candidate.double()).abs().max()),
         "kld_per_position": [float(x) for x in kld],
+        **spread_statistics(kld, next_logprob, ref.next_logprob.double(), same_top1),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 
 def _figure(width=7.5, height=3.4):
@@ -14,10 +15,11 @@ def _figure(width=7.5, height=3.4):
     return plt, fig, ax
 
 
-def _png(plt, fig) -> bytes:
+def _png(plt, fig, tight_bbox: bool = False) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
+    # tight_bbox grows the canvas to hold annotations that reach past the axes (point labels at the edges)
+    fig.savefig(buf, format="png", bbox_inches="tight" if tight_bbox else None)
     plt.close(fig)
     return buf.getvalue()
 
@@ -61,23 +63,38 @@ def latency_distribution(token_latencies_ms: dict[str, list[float]]) -> bytes:
     return _png(plt, fig)
 
 
+def _short_labels(names: list[str]) -> tuple[list[str], str]:
+    """Recipe ids without the calibration note and without the prefix every one shares (e.g. 'et-xnnpack-'),
+    which the title states once: long labels overlap and run off the figure."""
+    ids = [n.split(" (", 1)[0] for n in names]
+    prefix = os.path.commonprefix(ids)
+    prefix = prefix[:prefix.rfind("-") + 1] if len(ids) > 1 else ""
+    return [i[len(prefix):] or i for i in ids], prefix
+
+
 def pareto(points, front: set[str]) -> bytes:
     """Size vs decode speed, colour = KLD; the Pareto-optimal builds are ringed and labelled in bold."""
     import matplotlib.colors as mcolors
 
-    plt, fig, ax = _figure(height=4.2)
+    plt, fig, ax = _figure(width=8.5, height=4.6)
     kld = [max(p.kld_mean, 1e-12) for p in points]
     sc = ax.scatter([p.artifact_mb for p in points], [p.decode_tokens_per_s for p in points], c=kld,
                     cmap="viridis_r", norm=mcolors.LogNorm(min(kld), max(max(kld), min(kld) * 10)), s=70, zorder=3)
+    labels, prefix = _short_labels([p.name for p in points])
     middle = (min(p.artifact_mb for p in points) + max(p.artifact_mb for p in points)) / 2
-    for p in points:
+    span = (max(p.decode_tokens_per_s for p in points) - min(p.decode_tokens_per_s for p in points)) or 1.0
+    placed: list[tuple[float, bool]] = []
+    for i, p in enumerate(points):
         on_front = p.name in front
         if on_front:
             ax.scatter([p.artifact_mb], [p.decode_tokens_per_s], s=180, facecolors="none", edgecolors="red", zorder=4)
-        right_half = p.artifact_mb > middle  # labels point inwards so none leaves the axes
-        ax.annotate(p.name, (p.artifact_mb, p.decode_tokens_per_s), textcoords="offset points",
-                    xytext=(-8 if right_half else 8, 6), ha="right" if right_half else "left", fontsize=8,
-                    fontweight="bold" if on_front else "normal")
+        right_half = p.artifact_mb > middle  # labels point inwards so none leaves the axes, level with their
+        # point so each reads as its point's; one that would print over a label already placed moves below it
+        clash = any(abs(y - p.decode_tokens_per_s) < 0.04 * span and side == right_half for y, side in placed)
+        placed.append((p.decode_tokens_per_s, right_half))
+        ax.annotate(labels[i], (p.artifact_mb, p.decode_tokens_per_s), textcoords="offset points",
+                    xytext=(-11 if right_half else 11, -11 if clash else 0), ha="right" if right_half else "left",
+                    va="center", fontsize=8, fontweight="bold" if on_front else "normal")
     fig.colorbar(sc, ax=ax, label="KLD vs full model (mean)")
     sizes = [p.artifact_mb for p in points]
     if max(sizes) / min(sizes) > 10:  # a log axis only where sizes span decades
@@ -86,9 +103,9 @@ def pareto(points, front: set[str]) -> bytes:
     ax.margins(x=0.2, y=0.12)  # room for the labels beside the outermost points
     ax.set_xlabel("artifact size (MB)")
     ax.set_ylabel("decode tokens/s (median)")
-    ax.set_title("Size vs decode speed vs KLD (red rings: Pareto front)")
+    ax.set_title(f"{prefix + '*: ' if prefix else ''}size vs decode speed vs KLD (red rings: Pareto front)")
     ax.grid(alpha=0.3)
-    return _png(plt, fig)
+    return _png(plt, fig, tight_bbox=True)
 
 
 def trend(series: dict[str, list[tuple[str, float, float, float]]], ylabel: str, title: str, log: bool = False) -> bytes:

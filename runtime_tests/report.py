@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from llamaport.errors import ConfigError
 from llamaport.runtime_tests.manifest import (Calibration, GateFailure, GoldenInfo, Headline, ModelFacts, NpuEstimate,
-                                              RecipeInfo)
+                                              RecipeInfo, SpreadStatistics)
 from llamaport.typed import Versioned, from_dict, to_dict
 
 REPORT = "report.json"
@@ -40,7 +39,7 @@ class Latency:
 
 
 @dataclass(frozen=True)
-class Metrics:
+class Metrics(SpreadStatistics):
     """One set of logits and greedy runs against one golden reference (runtime_tests.metrics)."""
 
     positions: int
@@ -126,7 +125,7 @@ class Speedup:
 
 
 @dataclass(frozen=True)
-class Summary:
+class Summary(SpreadStatistics):
     same_top1_pct: float
     kld_mean: float
     kld_p99: float

@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 from llamaport.runtime_tests import html, plots
+from llamaport.runtime_tests.gates import STANDARD_ERROR, noise_verdict, standard_error
 from llamaport.runtime_tests.manifest import ACCURACY_HEADLINE
 from llamaport.runtime_tests.report import Report, RunnerResult
+
+# The accuracy rows: each metric once, its standard error beside it ("0.0021 ± 0.0003"), not a row of its own.
+_ACCURACY_ROWS = tuple(m for m in ACCURACY_HEADLINE if m not in STANDARD_ERROR.values())
+
+
+def _with_se(record, metric: str):
+    """`metric` of `record` (a Metrics, Summary or None), with its standard error where one was measured."""
+    value = getattr(record, metric, None)
+    se = standard_error(record, metric)
+    return value if value is None or se is None else f"{html.fmt(value)} ± {html.fmt(se)}"
+
+
+def _gate_table(report: Report, measured, value_header: str) -> str:
+    """Each gate, its value ± standard error, how far it was missed and whether that is beyond the noise
+    (a miss of more than 2 standard errors; runtime_tests.gates)."""
+    missed = {f.gate: f for f in report.gate_failures}
+    rows = [[g, _with_se(measured, g.split()[0]), missed[g].missed_by if g in missed else None,
+             noise_verdict(missed[g]) if g in missed else None] for g in report.gates]
+    return html.table(["gate", value_header, "missed by", "miss vs noise (2 SE)"], rows,
+                      ["fail" if g in missed else "" for g in report.gates])
 
 
 def _latency_rows(results: dict[str, RunnerResult]) -> list[list]:
@@ -27,12 +48,9 @@ def _render_not_runnable(report: Report) -> str:
     b, gap = report.bundle, report.quantization_gap
     verdict = ('<p class="pass">PASSED: every gate holds on the quantized eager model</p>' if report.passed else
                f'<p class="fail">FAILED: {len(report.gate_failures)} gate(s) missed by the quantized eager model</p>')
-    missed = {f.gate: f for f in report.gate_failures}
-    gates = html.table(["gate", "value (quantized eager model)", "missed by"],
-                       [[g, getattr(gap, g.split()[0]), missed[g].missed_by if g in missed else None] for g in report.gates],
-                       ["fail" if g in missed else "" for g in report.gates])
+    gates = _gate_table(report, gap, "value (quantized eager model)")
     accuracy = html.table(["metric", "quantized eager model vs full model (the build's check)"],
-                          [[m, getattr(gap, m)] for m in ACCURACY_HEADLINE])
+                          [[m, _with_se(gap, m)] for m in _ACCURACY_ROWS])
     facts = html.table(["checked", "what"], [
         ["recipe", b.recipe.id], ["target", b.target], ["artifact", f"{b.artifact.path} ({b.artifact.bytes:,} bytes)"],
         ["eval", f"{gap.positions} teacher-forced positions; greedy {gap.greedy_tokens} tokens"],
@@ -51,16 +69,12 @@ def render(report: Report) -> str:
     primary = report.primary
     verdict = ('<p class="pass">PASSED: every gate holds</p>' if report.passed else
                f'<p class="fail">FAILED: {len(report.gate_failures)} gate(s) missed</p>')
-    missed = {f.gate: f for f in report.gate_failures}
-    gates = html.table(["gate", "value", "missed by"],
-                       [[g, s.metric(g.split()[0]), missed[g].missed_by if g in missed else None] for g in report.gates],
-                       ["fail" if g in missed else "" for g in report.gates])
+    gates = _gate_table(report, s, "value")
     lowering = primary.accuracy.lowering_gap
     accuracy = html.table(
         ["metric", "quantization gap (quantized reference vs full)", "lowering gap (device vs quantized reference)",
          "device vs full model"],
-        [[m, getattr(report.quantization_gap, m), getattr(lowering, m) if lowering else None, s.metric(m)]
-         for m in ACCURACY_HEADLINE])
+        [[m, _with_se(report.quantization_gap, m), _with_se(lowering, m), _with_se(s, m)] for m in _ACCURACY_ROWS])
     speedups = html.table(["baseline", "decode speed-up", "time-to-first-token speed-up"],
                           [[k, v.decode, v.ttft] for k, v in report.speedups.items()]) if report.speedups else ""
     latency = html.table(["runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s (median)", "decode range",

@@ -111,3 +111,23 @@ def checked(bundle, tmp_path_factory):
             cache[key] = (report, write_check_report(report, root / f"r{len(cache)}"))
         return cache[key]
     return get
+
+
+# SmolLM-135M's widths (hidden 576, FFN 1536, 9 heads of 64, 3 KV heads): 576 is not a multiple of 128.
+SMOLLM_135M = dict(vocab_size=512, hidden_size=576, intermediate_size=1536, num_attention_heads=9,
+                   num_key_value_heads=3, max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+                   tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+
+
+@pytest.fixture(scope="session")
+def smollm_shaped(tmp_path_factory):
+    """A random-weight model with SmolLM-135M's layer widths (2 of its 30 layers, a 512-token vocabulary so
+    the bundled tokenizer fits): every linear whose input is 576 wide needs padding at group 128."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("smollm135m_shaped")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**SMOLLM_135M, num_hidden_layers=2)).save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "calibration.txt"):
+        shutil.copyfile(DEFAULT_MODEL / name, folder / name)
+    return folder

@@ -85,14 +85,14 @@ def other_backend_config(ckpt: LlamaCheckpoint, work: Path, max_seq_len: int):
 
 
 def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int,
-                    full_logits: bool = False) -> torch.nn.Module:
+                    full_logits: bool = False, plan=None) -> torch.nn.Module:
     """ExecuTorch's Llama (no KV cache) with the scheme applied: the quantized eager model. It returns the
     last position's logits, or every position's with `full_logits`."""
     from llamaport.quantize.torchao_map import apply_scheme_
 
     module = eager_llama(ckpt, max_seq_len, full_logits)
     with torch.no_grad():
-        return apply_scheme_(module, scheme).eval()
+        return apply_scheme_(module, scheme, plan).eval()
 
 
 def eager_llama(ckpt: LlamaCheckpoint, max_seq_len: int, full_logits: bool, hf_rope: bool = False) -> torch.nn.Module:
@@ -148,6 +148,7 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
 
     from llamaport.quantize.torchao_map import apply_scheme_, describe
 
+    plan = inputs.plan if inputs is not None else None
     params = meta_params(ckpt.config)
     inputs = _checkpoint_folder()
     try:
@@ -157,7 +158,7 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
         et._validate_args(config)
         manager = et._prepare_for_llama_export(config)  # load + ExecuTorch's SDPA / KV-cache transforms
         with torch.no_grad():
-            manager = manager.source_transform([lambda model: apply_scheme_(model, scheme)])
+            manager = manager.source_transform([lambda model: apply_scheme_(model, scheme, plan)])
         exported = manager.export()
         exported.run_canonical_optimizations()
         partitioners = [p for backend in backends for p in PARTITIONERS[backend](scheme)]

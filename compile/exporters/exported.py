@@ -17,6 +17,7 @@ class ExportInputs:
     target: object  # llamaport.targets.Target
     eval_set: object  # llamaport.compile.eval_data.EvalSet
     calibration: object = None  # llamaport.compile.calibration.CalibrationSet
+    plan: object = None  # llamaport.quantize.plan.QuantPlan of a calibrated CPU recipe (GPTQ grids, 8-bit units)
 
 
 @dataclass(frozen=True)

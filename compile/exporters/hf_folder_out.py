@@ -20,17 +20,23 @@ def check_onnx_tokenizer(ckpt: LlamaCheckpoint) -> None:
                           "one saved by transformers' LlamaTokenizerFast")
 
 
-def write_hf_folder(ckpt: LlamaCheckpoint, folder: Path, context_len: int) -> Path:
+def write_hf_folder(ckpt: LlamaCheckpoint, folder: Path, context_len: int, untie: bool = False) -> Path:
+    """The checkpoint as a Hugging Face folder; with `untie`, a tied model's output layer written as its own
+    weight (the same values), so an exporter quantizes it without touching the embedding."""
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaConfig
 
     check_onnx_tokenizer(ckpt)
     folder.mkdir(parents=True)
-    config = LlamaConfig(**{**ckpt.config, "max_position_embeddings": context_len}, dtype=torch.float32)
+    tied = ckpt.config["tie_word_embeddings"] and not untie
+    config = LlamaConfig(**{**ckpt.config, "max_position_embeddings": context_len, "tie_word_embeddings": tied},
+                         dtype=torch.float32)
     config.architectures = ["LlamaForCausalLM"]
     config.save_pretrained(folder)
-    weights = {k: v for k, v in ckpt.state_dict.items() if not (ckpt.config["tie_word_embeddings"] and k == "lm_head.weight")}
+    weights = {k: v for k, v in ckpt.state_dict.items() if not (tied and k == "lm_head.weight")}
+    if ckpt.config["tie_word_embeddings"] and not tied:
+        weights["lm_head.weight"] = ckpt.state_dict["model.embed_tokens.weight"].clone()  # safetensors refuses shared storage
     save_file({k: v.contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
     shutil.copyfile(ckpt.tokenizer.path, folder / "tokenizer.json")
     tok_config = ckpt.tokenizer.path.parent / "tokenizer_config.json"

@@ -32,7 +32,13 @@ def run_builder(hf_folder: Path, out: Path, cache: Path, precision: str, options
 
 def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, backends: tuple[str, ...], work: Path,
            inputs=None) -> Exported:
-    hf = write_hf_folder(ckpt, work / "hf", context_len)
+    # A tied model's int4 output layer would be shared with the embedding by the builder (GatherBlockQuantized
+    # over the output layer's codes): the embedding would no longer be the fp32 table the recipe id says,
+    # and onnxruntime-genai 0.15's reshape of that table breaks when a block does not divide the hidden
+    # size (SmolLM-135M's 576 at block 128: "Input shape {V,5,64}, requested shape {V,288}"). Untied, the
+    # bundle does what the id says. A 4-bit embedding (-emb4) keeps the builder's sharing.
+    untie = scheme.embedding.bits == 32 and scheme.output_quant.kind != "fp32"
+    hf = write_hf_folder(ckpt, work / "hf", context_len, untie=untie)
     out = work / "genai"
     precision, options = builder_options(scheme)
     run_builder(hf, out, work / "cache", precision, options)
@@ -41,5 +47,10 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, context_len: int, backend
     config["search"]["max_length"] = context_len  # the bundle's context, as for ExecuTorch bundles
     config_path.write_text(json.dumps(config, indent=4) + "\n")
     model = out / "model.onnx"
+    plan = inputs.plan if inputs is not None else None
+    if plan is not None and plan.grids:  # GPTQ's codes and the 8-bit units, over the builder's rounding
+        from llamaport.quantize.onnx_grid import rewrite_model
+
+        rewrite_model(model, plan.grids)
     files = (model, *(out / name for name in sorted(external_data_files(model))), config_path)
     return Exported(files=files, lowering=onnx_lowering(model, scheme))

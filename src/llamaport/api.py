@@ -112,6 +112,22 @@ def sweep(model=None, target: str | None = None, out="sweep", recipes: tuple[str
     return run_sweep(request, progress)
 
 
+def tune(model=None, target: str | None = None, out="tune", recipes: tuple[str, ...] = (), max_builds: int = 6,
+         max_seq_len=None, targets_file=None, overwrite: bool = False, device: str = "local", decode_tokens: int = 64,
+         warmup: int = 1, repeats: int = 5, progress: Callable[[str, str], None] = lambda recipe, step: None):
+    """Proxy, prune, build and check recipes for the target; a TuneResult naming the fastest and smallest
+    passing bundle, with their build plans and the Pareto plot."""
+    from llamaport.compile.pipeline import DEFAULT_MODEL, DEFAULT_TARGET
+    from llamaport.runtime_tests.latency import LatencyProtocol
+    from llamaport.tune import TuneRequest, run_tune
+
+    request = TuneRequest(model=Path(model) if model else DEFAULT_MODEL, target=target or DEFAULT_TARGET, out=Path(out),
+                          recipes=tuple(recipes), max_builds=max_builds, max_seq_len=max_seq_len,
+                          targets_file=Path(targets_file) if targets_file else None, overwrite=overwrite, device=device,
+                          protocol=LatencyProtocol(decode_tokens=decode_tokens, warmup=warmup, repeats=repeats))
+    return run_tune(request, progress)
+
+
 def generate(bundle, prompt: str, max_new_tokens: int = 64, on_text: Callable[[str], None] = lambda s: None) -> str:
     """Greedy text from any bundle with its own runtime, streamed piece by piece to `on_text`: BOS first and
     stopping at the model's EOS ids, as an app does. Returns the whole text."""

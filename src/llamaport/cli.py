@@ -11,7 +11,7 @@ import typer
 from llamaport import cli_check, common_cli as common
 from llamaport.cli_farm import farm_app
 from llamaport.common_cli import (JsonOpt, TargetOpt, TargetsFile, _complete_recipe, _complete_target, _console, _fail,
-                                  _print_json, _quiet_libraries, _version)
+                                  _print_json, _quiet_libraries, _version, with_se)
 from llamaport.errors import LlamaportError
 
 EXIT_CODES = "Exit codes: 0 ok, 1 a stage failed, 2 bad input, 3 a gate was not met, 4 the device could not run the check."
@@ -36,7 +36,7 @@ def build(
     max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Context length; default: the target's, capped by the model's.")] = None,
     eval_text: Annotated[Optional[Path], typer.Option("--eval-text", help="Text file the accuracy gate scores; default: the bundled eval text.")] = None,
     targets_file: TargetsFile = None,
-    calibration_text: Annotated[Optional[str], typer.Option("--calibration-text", help="Static int8 (NPU) recipes: text to calibrate activation ranges on, never the eval text; default: the model folder's calibration.txt. 'dummy' calibrates on export_llama's one example input, to measure what calibration is worth.")] = None,
+    calibration_text: Annotated[Optional[str], typer.Option("--calibration-text", help="Calibrated recipes (static int8 for NPUs, -gptq, -keep8xN): text to calibrate on, never the eval text; default: the model folder's calibration.txt. 'dummy' calibrates on export_llama's one example input, to measure what calibration is worth.")] = None,
     calibration_samples: Annotated[Optional[int], typer.Option("--calibration-samples", help="Windows of calibration text, each one forward (default 16).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Resolve recipe, target and source format, then stop (no weights read).")] = False,
@@ -68,8 +68,8 @@ def build(
     m, a = result.manifest, result.manifest.accuracy.vs_full
     out = _console()
     out.print(f"[bold]{result.bundle}[/]: {m.recipe.id} for {m.target.name}, {m.artifact_bytes() / 1e6:.2f} MB")
-    out.print(f"  same-top-1 {a.same_top1_pct:.1f}%  KLD {a.kld_mean:.2e}  perplexity ratio {a.ppl_ratio:.4f}  "
-              f"greedy match {a.greedy_match_pct:.1f}%")
+    out.print(f"  same-top-1 {with_se(a.same_top1_pct, a.same_top1_se_pct, '.1f')}%  KLD {with_se(a.kld_mean, a.kld_se, '.2e')}  "
+              f"perplexity ratio {with_se(a.ppl_ratio, a.ppl_ratio_se, '.4f')}  greedy match {a.greedy_match_pct:.1f}%")
 
 
 def _print_plan(plan: dict) -> None:
@@ -139,7 +139,7 @@ def recipes(target: Annotated[Optional[str], typer.Option("--target", "-t", auto
     _console().print(table)
 
 
-for command in (cli_check.check, cli_check.compare, cli_check.sweep, cli_check.generate):
+for command in (cli_check.check, cli_check.compare, cli_check.sweep, cli_check.tune, cli_check.generate):
     app.command()(command)
 app.add_typer(farm_app, name="farm")
 

@@ -1,4 +1,4 @@
-"""The CLI's check side: check, compare, sweep, generate (registered on the app by llamaport.cli)."""
+"""The CLI's check side: check, compare, sweep, tune, generate (registered on the app by llamaport.cli)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from llamaport.common_cli import JsonOpt, TargetOpt, TargetsFile, _complete_recipe, _console, _fail, _print_json
+from llamaport.common_cli import (JsonOpt, TargetOpt, TargetsFile, _complete_recipe, _console, _fail, _print_json,
+                                  with_se)
 from llamaport.errors import LlamaportError
 
 RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Timed runs after the warm-up; medians are reported.")]
@@ -38,8 +39,8 @@ def _print_not_runnable(report, folder: Path) -> None:
     out, g = _console(), report.quantization_gap
     out.print(f"[bold]{folder}[/]: {report.bundle.recipe.id}, {report.bundle.artifact.bytes / 1e6:.2f} MB")
     out.print(f"  {report.not_runnable_here}")
-    out.print(f"  quantized eager model vs full model (build time): same-top-1 {g.same_top1_pct:.1f}%  KLD {g.kld_mean:.2e} "
-              f"(p99 {g.kld_p99:.2e})  perplexity ratio {g.ppl_ratio:.4f}  greedy match {g.greedy_match_pct:.1f}%")
+    out.print(f"  quantized eager model vs full model (build time): same-top-1 {with_se(g.same_top1_pct, g.same_top1_se_pct, '.1f')}%  "
+              f"KLD {with_se(g.kld_mean, g.kld_se, '.2e')} (p99 {g.kld_p99:.2e})  perplexity ratio {with_se(g.ppl_ratio, g.ppl_ratio_se, '.4f')}  greedy match {g.greedy_match_pct:.1f}%")
     out.print(f"  report: {folder / 'report.html'}")
 
 
@@ -50,8 +51,8 @@ def _print_check(report, folder: Path) -> None:
         return _print_not_runnable(report, folder)
     out, s = _console(), report.summary
     out.print(f"[bold]{folder}[/]: {report.bundle.recipe.id} on {report.device.name}, {s.artifact_bytes / 1e6:.2f} MB")
-    out.print(f"  accuracy vs full model: same-top-1 {s.same_top1_pct:.1f}%  KLD {s.kld_mean:.2e} "
-              f"(p99 {s.kld_p99:.2e})  perplexity ratio {s.ppl_ratio:.4f}  SQNR {s.logit_sqnr_db:.1f} dB  "
+    out.print(f"  accuracy vs full model: same-top-1 {with_se(s.same_top1_pct, s.same_top1_se_pct, '.1f')}%  "
+              f"KLD {with_se(s.kld_mean, s.kld_se, '.2e')} (p99 {s.kld_p99:.2e})  perplexity ratio {with_se(s.ppl_ratio, s.ppl_ratio_se, '.4f')}  SQNR {s.logit_sqnr_db:.1f} dB  "
               f"greedy match {s.greedy_match_pct:.1f}%")
     table = Table("runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s", "decode range", "peak RSS MB")
     for name, r in report.timed().items():
@@ -137,6 +138,18 @@ def compare(
     out.print(f"report: {folder / 'compare.html'}")
 
 
+def _with_progress(label: str, run):
+    """`run(progress)` under a status line that names each recipe's step; a llamaport error ends the command."""
+    from llamaport.common_cli import _quiet_libraries
+
+    _quiet_libraries()
+    try:
+        with _console(stderr=True).status(label) as status:
+            return run(lambda r, step: status.update(f"{r}: {step} ..."))
+    except LlamaportError as e:
+        _fail(e)
+
+
 def sweep(
     model: Annotated[Optional[Path], typer.Argument(help="Model to sweep. Default: the bundled model.")] = None,
     target: TargetOpt = None,
@@ -154,17 +167,11 @@ def sweep(
     from rich.table import Table
 
     from llamaport import api
-    from llamaport.common_cli import _quiet_libraries
 
     gates = {k: v for k, v in locals().items() if k.startswith(("min_", "max_")) and k != "max_seq_len"}
-    _quiet_libraries()
-    try:
-        with _console(stderr=True).status("sweeping") as status:
-            result = api.sweep(model, target, out_dir, tuple(recipe or ()), max_seq_len, targets_file, overwrite, device,
-                               gates, decode_tokens, warmup, repeats,
-                               progress=lambda r, step: status.update(f"{r}: {step} ..."))
-    except LlamaportError as e:
-        _fail(e)
+    result = _with_progress("sweeping", lambda progress: api.sweep(
+        model, target, out_dir, tuple(recipe or ()), max_seq_len, targets_file, overwrite, device, gates, decode_tokens,
+        warmup, repeats, progress=progress))
     if as_json:
         _print_json(result.to_dict())
         return
@@ -175,6 +182,44 @@ def sweep(
     out.print(table)
     out.print(f"smallest passing: {result.smallest_passing}   fastest passing: {result.fastest_passing}")
     out.print(f"sweep: {out_dir / 'sweep.json'}   compare: {out_dir / 'compare' / 'compare.html'}")
+
+
+def tune(
+    model: Annotated[Optional[Path], typer.Argument(help="Model to tune for. Default: the bundled model.")] = None,
+    target: TargetOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, pareto.png, fastest.json, smallest.json and sweep/.")] = Path("tune"),
+    recipe: Annotated[Optional[list[str]], typer.Option("--recipe", "-r", autocompletion=_complete_recipe,
+                                                        help="Only these candidates (repeatable); default: every weight-quantized CPU recipe the target runs.")] = None,
+    max_builds: Annotated[int, typer.Option("--max-builds", help="Candidates built and checked at most, after the eager proxies prune.")] = 6,
+    max_seq_len: Annotated[Optional[int], typer.Option("--max-seq-len", help="Context length of every bundle.")] = None,
+    targets_file: TargetsFile = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier tune in --out.")] = False,
+    device: DeviceOpt = "local", decode_tokens: DecodeOpt = 64, warmup: WarmupOpt = 1, repeats: RepeatsOpt = 5,
+    as_json: JsonOpt = False,
+):
+    """Search recipes for the fastest and the smallest bundle that pass the target's gates: eager proxies
+    prune, the survivors are built and checked, the winners are written as build plans."""
+    from rich.table import Table
+
+    from llamaport import api
+
+    result = _with_progress("tuning", lambda progress: api.tune(
+        model, target, out_dir, tuple(recipe or ()), max_builds, max_seq_len, targets_file, overwrite, device,
+        decode_tokens, warmup, repeats, progress=progress))
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    table = Table("candidate", "weights MB", "proxy KLD", "proxy top-1 %", "status")
+    for c in sorted(result.candidates, key=lambda c: c.weight_bytes):
+        table.add_row(c.recipe, f"{c.weight_bytes / 1e6:.3f}", with_se(c.proxy_kld, c.proxy_kld_se, ".2e"),
+                      with_se(c.proxy_same_top1_pct, c.proxy_same_top1_se_pct, ".1f"), c.status)
+    out = _console()
+    out.print(table)
+    out.print(f"fastest passing: {result.fastest_passing} ({result.fastest_config})")
+    out.print(f"smallest passing: {result.smallest_passing} ({result.smallest_config})")
+    out.print(f"Pareto front: {', '.join(result.pareto_front)}   plot: {result.plot}")
+    if result.fastest_config:
+        out.print(f"rebuild the fastest: llamaport build --config {result.fastest_config} --out <folder>")
 
 
 def generate(

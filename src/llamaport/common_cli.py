@@ -76,11 +76,21 @@ def _fail(e: LlamaportError):
     err.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True)
     if isinstance(e, CheckFailed):
         from rich.table import Table
-        table = Table("gate", "value", "missed by", title="gates not met")
+
+        from llamaport.runtime_tests.gates import noise_verdict
+        # The standard error says whether a miss could be the eval set's sampling noise (within 2 SE) or not.
+        table = Table("gate", "value", "missed by", "± SE", "noise", title="gates not met")
         for f in e.failures:
-            table.add_row(f.gate, f"{f.value:.6g}", f"{f.missed_by:.6g}")
+            se = "–" if f.standard_error is None else f"{f.standard_error:.3g}"
+            table.add_row(f.gate, f"{f.value:.6g}", f"{f.missed_by:.6g}", se, noise_verdict(f))
         err.print(table)
     raise typer.Exit(e.exit_code)
+
+
+def with_se(value: float, se: float | None, spec: str) -> str:
+    """`value` formatted by `spec`, with ± its standard error where one was measured ("94.1 ± 1.5"), as
+    llama.cpp's perplexity tool prints its statistics; reports from before standard errors show the value alone."""
+    return f"{value:{spec}}" if se is None else f"{value:{spec}} ± {se:{spec}}"
 
 
 def _print_json(data) -> None:

@@ -35,17 +35,17 @@ def test_help_keeps_its_text_and_names_the_exit_codes():
 def test_recipe_and_target_ids_complete():
     from llamaport.common_cli import _complete_recipe, _complete_target
 
-    assert set(_complete_recipe("et-xnnpack-8da4w-g")) == {"et-xnnpack-8da4w-g32", "et-xnnpack-8da4w-g64",
-                                                           "et-xnnpack-8da4w-g128", "et-xnnpack-8da4w-g32-out8da8w",
-                                                           "et-xnnpack-8da4w-g32-outfp32", "et-xnnpack-8da4w-g32-emb4g32",
-                                                           "et-xnnpack-8da4w-g32-emb8"}
+    assert set(_complete_recipe("et-xnnpack-8da4w-g32-e")) == {"et-xnnpack-8da4w-g32-emb4g32", "et-xnnpack-8da4w-g32-emb8"}
+    calibrated = _complete_recipe("et-xnnpack-8da4w-g128-")
+    assert {"et-xnnpack-8da4w-g128-gptq", "et-xnnpack-8da4w-g128-gptq-keep8x2", "et-xnnpack-8da4w-g128-emb4g32"} <= set(calibrated)
+    assert all(r.startswith("et-xnnpack-8da4w-g128-") for r in calibrated)
     assert _complete_target("android") == ["android-arm64-xnnpack", "android-arm64-ort", "android-arm64-vulkan",
                                            "android-arm64-qnn"]
-    env = {"_LLAMAPORT_COMPLETE": "complete_bash", "COMP_WORDS": "llamaport build --recipe ortgenai-cpu-8da4w-g1",
+    env = {"_LLAMAPORT_COMPLETE": "complete_bash", "COMP_WORDS": "llamaport build --recipe ortgenai-cpu-8da4w-g128-gptq-keep8x",
            "COMP_CWORD": "3"}
     out = subprocess.run([sys.executable, "-m", "llamaport"], env={**__import__("os").environ, **env},
                          capture_output=True, text=True)
-    assert out.stdout.split() == ["ortgenai-cpu-8da4w-g128"], out.stdout + out.stderr
+    assert out.stdout.split() == [f"ortgenai-cpu-8da4w-g128-gptq-keep8x{n}" for n in (1, 2, 4, 8)], out.stdout + out.stderr
 
 
 def test_recipes_and_targets_print_json_and_filter_by_target():

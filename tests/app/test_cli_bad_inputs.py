@@ -104,9 +104,19 @@ def test_pth_with_code_payload_is_never_run(writer, tmp_path, default_checkpoint
     assert not marker.exists()
 
 
-def test_group_size_that_does_not_divide_is_refused_not_changed(tmp_path, tiny_random_hf):
-    result, out = _build(tmp_path, tiny_random_hf, "--recipe", "et-xnnpack-8da4w-g128")
-    assert_refused(result, out, "input width 64, not a multiple of group size 128")
+def test_embedding_group_that_does_not_divide_its_rows_is_refused_not_changed(tmp_path):
+    """Linears of any width are padded to whole groups; an embedding table cannot be: refused, by name."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "hidden48"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=48, intermediate_size=96, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
+                     ).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(DEFAULT_MODEL / name, folder / name)
+    result, out = _build(tmp_path, folder, "--recipe", "et-xnnpack-8da4w-g32-emb4g32")
+    assert_refused(result, out, "the embedding has rows of width 48, not a multiple of group size 32")
 
 
 def test_weights_that_do_not_match_the_config(tmp_path, hf_copy):

@@ -77,7 +77,7 @@ def test_static_recipes_refuse_missing_or_eval_calibration_text_before_reading_w
         assert not out.exists()
     proc = subprocess.run([*LLAMAPORT, "build", "--dry-run", "--out", str(tmp_path / "c"), "--calibration-text",
                            str(DEFAULT_MODEL / "calibration.txt")], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "apply to static int8 recipes only" in proc.stderr
+    assert proc.returncode == 2 and "apply to calibrated recipes only" in proc.stderr
 
 
 def test_calibration_windows_come_from_the_calibration_split(default_checkpoint):

@@ -30,13 +30,15 @@ def test_invalid_schemes_are_refused(bad):
         bad()
 
 
-def test_group_size_must_divide_every_layer_width():
+def test_linears_of_any_width_are_padded_but_an_embedding_group_must_divide_its_rows():
+    """Linears are padded to whole groups (quantize.torchao_map.PaddedInputLinear, exact); an embedding is a
+    lookup table, so its group must divide the row width."""
     from llamaport.quantize.torchao_map import check_group_sizes
 
-    scheme = QuantScheme(LinearQuant("8da4w", 128))
-    check_group_sizes(scheme, {"linear": [256, 384], "output": [256]})
-    with pytest.raises(ConfigError, match="input width 96, not a multiple of group size 128"):
-        check_group_sizes(scheme, {"linear": [256, 96]})
+    scheme = QuantScheme(LinearQuant("8da4w", 128), embedding=EmbeddingQuant(4, 32))
+    check_group_sizes(scheme, {"linear": [256, 96], "output": [96], "embedding": [256]})
+    with pytest.raises(ConfigError, match="rows of width 48, not a multiple of group size 32"):
+        check_group_sizes(scheme, {"linear": [256], "embedding": [48]})
 
 
 def test_target_refuses_schemes_it_cannot_run():
