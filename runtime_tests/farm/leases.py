@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +75,20 @@ class FileLease:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the only descriptor drops the flock
 
+    # A lock just released can stay held for a moment by a child process another thread is starting: the
+    # child inherits every descriptor at fork and drops the close-on-exec ones only at exec, and a flock lives
+    # as long as any copy of its descriptor. Seen as "device busy: process <our own pid>" when a worker took
+    # its device again right after its previous job, while another worker started ssh. Waiting this long covers
+    # that window; a device another process really holds stays busy past it.
+    GRACE_S = 5.0
+
     def __enter__(self) -> FileLease:
-        if not self.acquire():
-            raise DeviceBusy(f"device {self.device_id} is busy: {self._holder()} holds {self.path}; "
-                             f"wait for it to finish or pick another device")
+        deadline = time.monotonic() + self.GRACE_S
+        while not self.acquire():
+            if time.monotonic() >= deadline:
+                raise DeviceBusy(f"device {self.device_id} is busy: {self._holder()} holds {self.path}; "
+                                 f"wait for it to finish or pick another device")
+            time.sleep(0.05)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -154,17 +154,23 @@ def test_ctrl_c_stops_cleanly_and_records_what_it_cut_short(bundles, inventory, 
 
     db = f"sqlite:///{tmp_path / 'farm.sqlite'}"
     argv = [sys.executable, "-m", "llamaport", "farm", "run", *map(str, bundles), "--device", "host",
-            "--inventory", str(inventory[0]), "--db", db, "--run-id", "cut", "--repeats", "200", "--warmup", "0"]
+            "--inventory", str(inventory[0]), "--db", db, "--run-id", "cut", "--repeats", "20000", "--warmup", "0"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    # 20,000 repeats keep the first attempt in flight for minutes even on an idle machine, so the signal
+    # cannot arrive after the run has ended (with 200 it sometimes did, on a loaded machine).
+    deadline = time.monotonic() + 180
+    in_flight = False
+    while not in_flight and time.monotonic() < deadline and proc.poll() is None:
         try:
             store = open_store(db)
-            if any(a.outcome is None for a in store.attempts(run_id="cut")):
-                break
+            in_flight = any(a.outcome is None for a in store.attempts(run_id="cut"))
         except Exception:
             pass  # not created yet
         time.sleep(0.1)
+    if not in_flight:
+        proc.kill()
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"no attempt was seen in flight (exit {proc.returncode}): {err[-2000:]}")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -225,6 +225,27 @@ def test_file_lease_is_exclusive_in_one_process(tmp_path):
         FileLease("../etc", tmp_path)
 
 
+
+def test_file_lease_waits_out_a_forked_childs_copy_of_a_released_lock(tmp_path):
+    """A child forked while we hold a lock keeps the flock alive after we release it, until it execs or
+    exits; taking the device again must wait that moment out, not report our own process as the holder."""
+    first = FileLease("rpi5-a", tmp_path)
+    assert first.acquire()
+    child = os.fork()
+    if child == 0:  # what a subprocess is between fork and exec: a copy of every descriptor
+        time.sleep(1.0)
+        os._exit(0)
+    try:
+        first.release()
+        again = FileLease("rpi5-a", tmp_path)
+        assert again.acquire() is False  # the child's copy still holds it
+        started = time.monotonic()
+        with again:
+            waited = time.monotonic() - started
+        assert 0.3 < waited < FileLease.GRACE_S
+    finally:
+        os.waitpid(child, 0)
+
 CHILD = """
 import os, sys, time
 from llamaport.runtime_tests.farm.leases import FileLease
