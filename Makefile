@@ -35,3 +35,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/onnx_decode_speed.py
 	$(BIN)/python bench/executorch_export_speed.py
 	$(BIN)/python bench/gptq_vs_rounding.py
+	$(BIN)/python bench/executorch_recipe_parity.py

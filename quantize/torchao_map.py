@@ -42,7 +42,10 @@ def linear_config(q: LinearQuant):
 def embedding_config(q: EmbeddingQuant):
     if q.bits == 32:
         return None
-    return IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{q.bits}"), granularity=_granularity(q.group_size))
+    # HQQ scales, as ExecuTorch's export_llama rounds its embeddings (EmbeddingQuantHandler, quantize_with_hqq
+    # on by default): the same table codes and scales as its recommended `--embedding-quantize 4,32`.
+    return IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{q.bits}"), granularity=_granularity(q.group_size),
+                                intx_choose_qparams_algorithm="hqq_scale_only")
 
 
 def check_group_sizes(scheme: QuantScheme, widths: dict[str, list[int]]) -> None:

@@ -36,10 +36,11 @@ class DeviceBusy(DeviceError):
 class FileLease:
     """`with FileLease("rpi5-a"):` holds the device or raises DeviceBusy; acquire() returns False instead."""
 
-    def __init__(self, device_id: str, folder: str | Path | None = None):
+    def __init__(self, device_id: str, folder: str | Path | None = None, grace_s: float | None = None):
         if not _SAFE_ID.fullmatch(device_id):
             raise ConfigError(f"device id {device_id!r} cannot name a lock file; use letters, digits, '.', '_', '-'")
         self.device_id = device_id
+        self.grace_s = self.GRACE_S if grace_s is None else grace_s
         self.path = Path(folder or DEFAULT_LOCK_FOLDER).expanduser() / f"{device_id}.lock"
         self._fd: int | None = None
 
@@ -83,7 +84,7 @@ class FileLease:
     GRACE_S = 5.0
 
     def __enter__(self) -> FileLease:
-        deadline = time.monotonic() + self.GRACE_S
+        deadline = time.monotonic() + self.grace_s
         while not self.acquire():
             if time.monotonic() >= deadline:
                 raise DeviceBusy(f"device {self.device_id} is busy: {self._holder()} holds {self.path}; "

@@ -211,7 +211,7 @@ def test_bad_urls_are_config_errors_naming_the_url(tmp_path):
 
 
 def test_file_lease_is_exclusive_in_one_process(tmp_path):
-    first, second = FileLease("rpi5-a", tmp_path), FileLease("rpi5-a", tmp_path)
+    first, second = FileLease("rpi5-a", tmp_path), FileLease("rpi5-a", tmp_path, grace_s=0.2)
     assert first.acquire() is True and second.acquire() is False
     with pytest.raises(DeviceBusy, match=f"device rpi5-a is busy: process {os.getpid()} holds .*rpi5-a.lock"):
         second.__enter__()
@@ -268,7 +268,7 @@ def test_file_lease_race_between_processes_and_release_on_sigkill(tmp_path):
         assert sorted(said.values()) == ["busy", "held"]
         holder = next(p for p in procs if said[p.pid] == "held")
         with pytest.raises(DeviceError, match=f"process {holder.pid} holds"):
-            FileLease("board1", tmp_path).__enter__()
+            FileLease("board1", tmp_path, grace_s=0.2).__enter__()
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
         mine = FileLease("board1", tmp_path)
