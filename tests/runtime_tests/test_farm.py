@@ -154,10 +154,11 @@ def test_ctrl_c_stops_cleanly_and_records_what_it_cut_short(bundles, inventory, 
 
     db = f"sqlite:///{tmp_path / 'farm.sqlite'}"
     argv = [sys.executable, "-m", "llamaport", "farm", "run", *map(str, bundles), "--device", "host",
-            "--inventory", str(inventory[0]), "--db", db, "--run-id", "cut", "--repeats", "20000", "--warmup", "0"]
+            "--inventory", str(inventory[0]), "--db", db, "--run-id", "cut", "--repeats", "200", "--warmup", "0"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # 20,000 repeats keep the first attempt in flight for minutes even on an idle machine, so the signal
-    # cannot arrive after the run has ended (with 200 it sometimes did, on a loaded machine).
+    # The farm lets an in-flight attempt finish its repeats after Ctrl-C, so repeats stay small (20,000 kept
+    # the run alive past the test's timeout and its lock leaked into the next test); if the run ends before
+    # an attempt is seen in flight, the test says so instead of reading exit 0 as a wrong exit code.
     deadline = time.monotonic() + 180
     in_flight = False
     while not in_flight and time.monotonic() < deadline and proc.poll() is None:
@@ -172,7 +173,10 @@ def test_ctrl_c_stops_cleanly_and_records_what_it_cut_short(bundles, inventory, 
         out, err = proc.communicate(timeout=60)
         pytest.fail(f"no attempt was seen in flight (exit {proc.returncode}): {err[-2000:]}")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never leave a farm holding the device lock for the next test
     assert proc.returncode == 130, err
     assert "recorded as lost" in err
     attempts = store.attempts(run_id="cut")
