@@ -36,3 +36,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/executorch_export_speed.py
 	$(BIN)/python bench/gptq_vs_rounding.py
 	$(BIN)/python bench/executorch_recipe_parity.py
+	$(BIN)/python bench/golden_kld_exactness.py

@@ -14,7 +14,7 @@ import torch
 from llamaport.compile.checkpoint import LlamaCheckpoint
 from llamaport.compile.eval_data import EvalSet
 from llamaport.quantize.schemes import QuantScheme
-from llamaport.runtime_tests.golden import Golden, Reference
+from llamaport.runtime_tests.golden import QUANTIZED_LOGITS_MAX_BYTES, Golden, Reference
 from llamaport.runtime_tests.metrics import compare_to_reference, greedy_summary
 
 
@@ -55,5 +55,6 @@ def assemble_golden(eval_set: EvalSet, full: Reference, q_logits: torch.Tensor, 
     return Golden(ids=eval_set.ids, prompt_texts=eval_set.prompt_texts, prompts=eval_set.prompts,
                   greedy_tokens=eval_set.greedy_tokens, latency_prompt_text=eval_set.latency_prompt_text,
                   latency_prompt=eval_set.latency_prompt, eval_source=eval_set.source,
-                  references={"full": full, "quantized": Reference.from_logits(q_logits, eval_set.ids, q_greedy)},
+                  references={"full": full, "quantized": Reference.from_logits(
+                      q_logits, eval_set.ids, q_greedy, max_full_bytes=QUANTIZED_LOGITS_MAX_BYTES)},
                   quantization_gap=gap)

@@ -18,13 +18,16 @@ def recipe_info(recipe) -> RecipeInfo:
 
 
 def _golden_info(build) -> GoldenInfo:
+    from llamaport.runtime_tests.golden import KEPT_MASS
+
     g = build.golden
-    full = g.references["full"]
+    topk = [r for r in g.references.values() if r.kind == "topk"]
     return GoldenInfo(file=GOLDEN_PATH, bytes=(build.staging / GOLDEN_PATH).stat().st_size, eval_source=g.eval_source,
                       positions=len(g.ids) - 1, references={k: r.kind for k, r in g.references.items()},
-                      top_k=None if full.kind == "full" else int(full.topk_ids.shape[1]), prompts=len(g.prompts),
+                      top_k=max(int(r.topk_counts.max()) for r in topk) if topk else None, prompts=len(g.prompts),
                       greedy_tokens=g.greedy_tokens, latency_prompt_tokens=len(g.latency_prompt),
-                      window=build.eval_set.window)
+                      window=build.eval_set.window, kept_mass=KEPT_MASS if topk else None,
+                      tail_mass_max=max(float(r.tail_mass.max()) for r in topk) if topk else None)
 
 
 def _source_info(build) -> SourceInfo:

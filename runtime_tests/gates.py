@@ -11,6 +11,8 @@ from llamaport.targets import Gate
 # Metrics without one (SQNR, the KLD percentiles, latency, size) are judged without noise: None.
 STANDARD_ERROR = {"same_top1_pct": "same_top1_se_pct", "kld_mean": "kld_se", "ppl_ratio": "ppl_ratio_se",
                   "delta_p_mean_pct": "delta_p_se_pct", "delta_p_rms_pct": "delta_p_rms_se_pct"}
+# A metric measured as an interval -> the field holding its lower end (the metric itself is the upper end).
+LOWER_END = {"kld_mean": "kld_lower_mean"}
 # A miss is beyond the noise when it exceeds this many standard errors: a mean lies within 2σ of its
 # expectation about 95 % of the time (normal approximation), so a bigger miss is unlikely to be chance. The
 # errors, like llama.cpp's, treat positions as independent; neighbouring tokens are not, so the true noise is
@@ -35,13 +37,18 @@ def missed_gates(measured, gates) -> tuple[GateFailure, ...]:
         by = gate.missed_by(value)
         if by is not None:
             se = standard_error(measured, gate.metric)
+            lower = getattr(measured, LOWER_END.get(gate.metric, ""), None)
+            undecided = lower if lower is not None and gate.missed_by(lower) is None else None
             failures.append(GateFailure(gate=gate.describe(), metric=gate.metric, value=value, missed_by=by,
-                                        standard_error=se, beyond_noise=None if se is None else by > NOISE_SIGMAS * se))
+                                        standard_error=se, beyond_noise=None if se is None else by > NOISE_SIGMAS * se,
+                                        undecided_lower=undecided))
     return tuple(failures)
 
 
 def noise_verdict(failure: GateFailure) -> str:
     """How a table says a miss compares with the noise: "beyond noise", "within noise", or "–" (no error known)."""
+    if failure.undecided_lower is not None:
+        return f"undecided: golden bounds it to [{failure.undecided_lower:.3g}, {failure.value:.3g}]"
     if failure.beyond_noise is None:
         return "–"
     return "beyond noise" if failure.beyond_noise else "within noise"

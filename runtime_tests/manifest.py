@@ -199,13 +199,15 @@ class GoldenInfo:
     eval_source: str
     positions: int
     references: dict[str, str]  # reference name -> "full" (every logit) | "topk"
-    top_k: int | None
+    top_k: int | None  # the most ids any position keeps, where a reference keeps an adaptive top-k
     prompts: int
     greedy_tokens: int
     latency_prompt_tokens: int
     # Fixed-length programs (NPUs): teacher-forced positions are scored in windows of this many tokens,
     # each read from its start, by every reference and runner alike.
     window: int | None = None
+    kept_mass: float | None = None  # the probability each position's kept ids reach, unless capped at top_k
+    tail_mass_max: float | None = None  # the most probability any position left in its tail
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,6 +220,9 @@ class SpreadStatistics:
 
     same_top1_se_pct: float | None = None
     kld_se: float | None = None
+    # Where the golden keeps an adaptive top-k, kld_mean is the upper end of an exact interval and this its
+    # lower end (runtime_tests.metrics.kld_interval); equal to kld_mean where every logit is kept.
+    kld_lower_mean: float | None = None
     kld_median: float | None = None
     kld_p999: float | None = None
     ppl_ratio_se: float | None = None
@@ -265,6 +270,9 @@ class GateFailure:
     # exceeds twice it; None where the metric has none (latency, size) or it was not measured.
     standard_error: float | None = None
     beyond_noise: bool | None = None
+    # KLD from an adaptive top-k golden is an interval; gates judge its upper end. This is its lower end
+    # where that end meets the gate: the golden outputs keep too little to decide (None: decided).
+    undecided_lower: float | None = None
 
 
 @dataclass(frozen=True)

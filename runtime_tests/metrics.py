@@ -20,14 +20,32 @@ def perplexity_from_logprobs(next_logprob: torch.Tensor) -> float:
     return float((-next_logprob.double()).mean().exp())
 
 
-def _kld_topk(ref: Reference, logq_k: torch.Tensor) -> torch.Tensor:
-    """KL over the reference's top-k outcomes plus one bucket for the rest (a lower bound of the full KLD)."""
-    logp_k = ref.topk_logits.double() - ref.lse.unsqueeze(1)
-    head = (logp_k.exp() * (logp_k - logq_k)).sum(-1)
-    p_tail = (1 - logp_k.exp().sum(-1)).clamp_min(0)
-    q_tail = (1 - logq_k.exp().sum(-1)).clamp_min(1e-300)
-    tail = torch.where(p_tail > 0, p_tail * (p_tail.clamp_min(1e-300).log() - q_tail.log()), torch.zeros_like(p_tail))
-    return head + tail
+def kld_interval(ref: Reference, name: str, scores: dict, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position, the full-vocabulary KL(reference || candidate) bounded from both sides, exactly, from
+    what an adaptive top-k reference keeps and what the device sends on the tail T (its log-sum-exp and the
+    sums of its m smallest and m largest logits, m = p_T / p_max):
+
+        KL = head + Σ_T p log p + Σ_T p c,   c = -log q ≥ 0, head exact over the kept ids;
+        Σ_T p c ≤ p_max · (sum of the m largest c)     (rearrangement: 0 ≤ p ≤ p_max, Σ p = p_T)
+        Σ_T p c ≥ p_max · (sum of the m smallest c),  and  KL_T ≥ p_T log(p_T / q_T)  (log-sum inequality).
+
+    Returns (lower, upper); both equal the exact value where nothing is left in the tail."""
+    def f64(key):
+        return torch.from_numpy(np.asarray(scores[f"{key}.{name}"], dtype=np.float64))
+    row_of = torch.repeat_interleave(torch.arange(ref.topk_counts.numel()), ref.topk_counts.long())
+    logp = ref.topk_logits.double() - ref.lse[row_of]
+    logq = f64("topk") - lse[row_of]
+    head = torch.zeros_like(lse).index_add_(0, row_of, logp.exp() * (logp - logq))
+    p_tail, pmax, plogp = ref.tail_mass.double(), ref.tail_pmax.double(), ref.tail_plogp.double()
+    spread = torch.where(pmax > 0, p_tail / pmax.clamp_min(1e-300), torch.zeros_like(pmax))
+    # sums of the m largest / smallest c = lse - logit are m·lse minus the sums of the m smallest / largest logits
+    c_high, c_low = spread * lse - f64("tail_low"), spread * lse - f64("tail_high")
+    upper = head + plogp + pmax * c_high
+    q_tail = (f64("tail_lse") - lse).exp()
+    log_sum = torch.where(p_tail > 0, p_tail * (p_tail.clamp_min(1e-300).log() - q_tail.clamp_min(1e-300).log()),
+                          torch.zeros_like(p_tail))
+    lower = head + torch.maximum(log_sum, plogp + pmax * c_low)
+    return lower, torch.maximum(upper, lower)
 
 
 def sqnr_db(signal: torch.Tensor, candidate: torch.Tensor) -> float:
@@ -103,9 +121,10 @@ def compare_scores(ref: Reference, name: str, scores: dict, ids: list[int]) -> d
         stored = ref.logits
     else:
         candidate = torch.from_numpy(np.asarray(scores[f"topk.{name}"]))
-        kld = _kld_topk(ref, candidate.double() - lse.unsqueeze(1))
+        kld_lower, kld = kld_interval(ref, name, scores, lse)
         stored = ref.topk_logits
     kld = kld.clamp_min(0.0)
+    kld_lower = kld if ref.kind == "full" else kld_lower.clamp_min(0.0)
     next_logprob = torch.from_numpy(np.asarray(scores["next_logit"], dtype=np.float64)) - lse
     ppl_ref, ppl = perplexity_from_logprobs(ref.next_logprob), perplexity_from_logprobs(next_logprob)
     argmax = torch.from_numpy(np.asarray(scores["argmax"], dtype=np.int64))
@@ -114,7 +133,8 @@ def compare_scores(ref: Reference, name: str, scores: dict, ids: list[int]) -> d
         "positions": positions,
         "logits_compared": ref.kind,
         "same_top1_pct": float(same_top1.double().mean() * 100),
-        "kld_mean": float(kld.mean()),
+        "kld_mean": float(kld.mean()),  # the upper end of the interval where the golden keeps top-k: never low
+        "kld_lower_mean": float(kld_lower.mean()),
         "kld_p99": float(torch.quantile(kld, 0.99)),
         "ppl_reference": ppl_ref,
         "ppl": ppl,
@@ -131,7 +151,9 @@ def compare_to_reference(ref: Reference, logits, ids: list[int], name: str = "re
     same scores a device sends."""
     from llamaport.runtime_tests.device.scores import gather_scores
 
-    topk = {name: ref.topk_ids.numpy()} if ref.kind == "topk" else {}
+    from llamaport.runtime_tests.scoring import kept_ids_of
+
+    topk = {name: kept_ids_of(ref)} if ref.kind == "topk" else {}
     rows = logits.numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
     return compare_scores(ref, name, gather_scores(rows, ids, topk, ref.kind == "full"), ids)
 

@@ -28,6 +28,15 @@ def _gate_table(report: Report, measured, value_header: str) -> str:
                       ["fail" if g in missed else "" for g in report.gates])
 
 
+def _kld_statement(m) -> str:
+    """How exact the KL divergence is: every logit compared, or an interval from an adaptive top-k."""
+    if m.logits_compared == "full" or m.kld_lower_mean is None:
+        return "exact: the golden outputs keep every logit"
+    return (f"bounded: the golden outputs keep each position's most probable ids (to 1 − 1e-6 of its probability, "
+            f"capped), so the full-vocabulary KLD lies in [{m.kld_lower_mean:.3e}, {m.kld_mean:.3e}]; "
+            "the upper end is reported and gated")
+
+
 def _latency_rows(results: dict[str, RunnerResult]) -> list[list]:
     rows = []
     for name, r in results.items():
@@ -89,6 +98,7 @@ def render(report: Report) -> str:
         ["recipe", b.recipe.id], ["target", b.target], ["artifact", f"{b.artifact.path} ({b.artifact.bytes:,} bytes)"],
         ["device", f"{report.device.name} ({report.device.platform}, {report.device.cpu_count} CPUs)"],
         ["eval", f"{vs_full.positions} teacher-forced positions; greedy {vs_full.greedy_tokens} tokens"],
+        ["KL divergence", _kld_statement(vs_full)],
         ["latency protocol", "not timed: the runner is a simulator (see the NPU estimate)" if report.simulator else
                              f"prompt {s.prompt_tokens} tokens, decode {p.decode_tokens} tokens, "
                              f"{p.warmup} warm-up + {p.repeats} repeats, medians"],

@@ -11,8 +11,17 @@ from llamaport.runtime_tests.device.drivers.executorch_llm import OBSERVER_TAG
 from llamaport.runtime_tests.latency import spread
 
 
-def golden_topk_ids(golden) -> dict[str, np.ndarray]:
-    return {n: r.topk_ids.numpy() for n, r in golden.references.items() if r.kind == "topk"}
+def golden_topk_ids(golden) -> dict:
+    """What a device needs of each adaptive top-k reference (runtime_tests.device.scores.KeptIds)."""
+    return {n: kept_ids_of(r) for n, r in golden.references.items() if r.kind == "topk"}
+
+
+def kept_ids_of(ref):
+    from llamaport.runtime_tests.device.golden_file import tail_spread
+    from llamaport.runtime_tests.device.scores import KeptIds
+
+    return KeptIds(ids=ref.topk_ids.numpy(), counts=ref.topk_counts.numpy(),
+                   spread=tail_spread(ref.tail_mass.numpy(), ref.tail_pmax.numpy()))
 
 
 def score(golden, scores: dict[str, np.ndarray], greedy_runs: list[list[int]]) -> dict:

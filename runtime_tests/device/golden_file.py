@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .scores import KeptIds
+
 DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "F16": np.float16}
 
 
@@ -23,7 +25,7 @@ class GoldenInputs:
     greedy_tokens: int
     latency_prompt: list[int]
     latency_prompt_text: str
-    topk_ids: dict[str, np.ndarray]  # reference name -> [positions, k] ids, for references that keep top-k
+    topk_ids: dict[str, KeptIds]  # reference name -> its kept ids, for references that keep an adaptive top-k
     full_references: tuple[str, ...]  # references that keep every logit
 
 
@@ -49,8 +51,20 @@ def read_golden_inputs(path: Path) -> GoldenInputs:
     header, _ = _header(path)
     meta = json.loads(header["__metadata__"]["llamaport_golden"])
     kinds = meta["references"]
-    topk = {name: read_tensor(path, f"{name}.topk_ids") for name, kind in kinds.items() if kind == "topk"}
+    topk = {name: kept_ids(path, name) for name, kind in kinds.items() if kind == "topk"}
     return GoldenInputs(ids=meta["ids"], prompts=meta["prompts"], prompt_texts=meta["prompt_texts"],
                         greedy_tokens=meta["greedy_tokens"], latency_prompt=meta["latency_prompt"],
                         latency_prompt_text=meta["latency_prompt_text"], topk_ids=topk,
                         full_references=tuple(n for n, k in kinds.items() if k == "full"))
+
+
+def kept_ids(path: Path, name: str) -> KeptIds:
+    mass, pmax = read_tensor(path, f"{name}.tail_mass"), read_tensor(path, f"{name}.tail_pmax")
+    return KeptIds(ids=read_tensor(path, f"{name}.topk_ids"), counts=read_tensor(path, f"{name}.topk_counts"),
+                   spread=tail_spread(mass, pmax))
+
+
+def tail_spread(mass: np.ndarray, pmax: np.ndarray) -> np.ndarray:
+    """How many tail ids the tail's mass could fill at its largest probability (0 where there is no tail)."""
+    mass, pmax = np.asarray(mass, dtype=np.float64), np.asarray(pmax, dtype=np.float64)
+    return np.divide(mass, pmax, out=np.zeros_like(mass), where=pmax > 0)

@@ -11,7 +11,7 @@ import typer
 from llamaport import cli_check, common_cli as common
 from llamaport.cli_farm import farm_app
 from llamaport.common_cli import (JsonOpt, TargetOpt, TargetsFile, _complete_recipe, _complete_target, _console, _fail,
-                                  _print_json, _quiet_libraries, _version, with_se)
+                                  _print_json, _quiet_libraries, _version, kld_text, with_se)
 from llamaport.errors import LlamaportError
 
 EXIT_CODES = "Exit codes: 0 ok, 1 a stage failed, 2 bad input, 3 a gate was not met, 4 the device could not run the check."
@@ -68,7 +68,7 @@ def build(
     m, a = result.manifest, result.manifest.accuracy.vs_full
     out = _console()
     out.print(f"[bold]{result.bundle}[/]: {m.recipe.id} for {m.target.name}, {m.artifact_bytes() / 1e6:.2f} MB")
-    out.print(f"  same-top-1 {with_se(a.same_top1_pct, a.same_top1_se_pct, '.1f')}%  KLD {with_se(a.kld_mean, a.kld_se, '.2e')}  "
+    out.print(f"  same-top-1 {with_se(a.same_top1_pct, a.same_top1_se_pct, '.1f')}%  KLD {kld_text(a)}  "
               f"perplexity ratio {with_se(a.ppl_ratio, a.ppl_ratio_se, '.4f')}  greedy match {a.greedy_match_pct:.1f}%")
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from llamaport.common_cli import (JsonOpt, TargetOpt, TargetsFile, _complete_recipe, _console, _fail, _print_json,
-                                  with_se)
+                                  kld_text, with_se)
 from llamaport.errors import LlamaportError
 
 RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Timed runs after the warm-up; medians are reported.")]
@@ -40,7 +40,7 @@ def _print_not_runnable(report, folder: Path) -> None:
     out.print(f"[bold]{folder}[/]: {report.bundle.recipe.id}, {report.bundle.artifact.bytes / 1e6:.2f} MB")
     out.print(f"  {report.not_runnable_here}")
     out.print(f"  quantized eager model vs full model (build time): same-top-1 {with_se(g.same_top1_pct, g.same_top1_se_pct, '.1f')}%  "
-              f"KLD {with_se(g.kld_mean, g.kld_se, '.2e')} (p99 {g.kld_p99:.2e})  perplexity ratio {with_se(g.ppl_ratio, g.ppl_ratio_se, '.4f')}  greedy match {g.greedy_match_pct:.1f}%")
+              f"KLD {kld_text(g)} (p99 {g.kld_p99:.2e})  perplexity ratio {with_se(g.ppl_ratio, g.ppl_ratio_se, '.4f')}  greedy match {g.greedy_match_pct:.1f}%")
     out.print(f"  report: {folder / 'report.html'}")
 
 
@@ -52,7 +52,7 @@ def _print_check(report, folder: Path) -> None:
     out, s = _console(), report.summary
     out.print(f"[bold]{folder}[/]: {report.bundle.recipe.id} on {report.device.name}, {s.artifact_bytes / 1e6:.2f} MB")
     out.print(f"  accuracy vs full model: same-top-1 {with_se(s.same_top1_pct, s.same_top1_se_pct, '.1f')}%  "
-              f"KLD {with_se(s.kld_mean, s.kld_se, '.2e')} (p99 {s.kld_p99:.2e})  perplexity ratio {with_se(s.ppl_ratio, s.ppl_ratio_se, '.4f')}  SQNR {s.logit_sqnr_db:.1f} dB  "
+              f"KLD {kld_text(s)} (p99 {s.kld_p99:.2e})  perplexity ratio {with_se(s.ppl_ratio, s.ppl_ratio_se, '.4f')}  SQNR {s.logit_sqnr_db:.1f} dB  "
               f"greedy match {s.greedy_match_pct:.1f}%")
     table = Table("runner", "load s", "TTFT ms", "prefill tok/s", "decode tok/s", "decode range", "peak RSS MB")
     for name, r in report.timed().items():

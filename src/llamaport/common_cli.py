@@ -93,6 +93,16 @@ def with_se(value: float, se: float | None, spec: str) -> str:
     return f"{value:{spec}}" if se is None else f"{value:{spec}} ± {se:{spec}}"
 
 
+def kld_text(a) -> str:
+    """A record's KLD for a line of text: "2.10e-03 ± 4.0e-04", or, where the golden outputs bound it to an
+    interval wider than 1 % of it (an adaptive top-k of a large vocabulary), "≤ 2.10e-03 ± … (≥ 1.90e-03)"."""
+    text = with_se(a.kld_mean, a.kld_se, '.2e')
+    lower = getattr(a, "kld_lower_mean", None)
+    if lower is not None and a.kld_mean - lower > 0.01 * a.kld_mean:
+        return f"≤ {text} (≥ {lower:.2e})"
+    return text
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2))
 

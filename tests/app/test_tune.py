@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from llamaport.cli import app
@@ -18,6 +19,8 @@ def _digest(folder):
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir()) if f.name.startswith("model.onnx")}
 
 
+# slow: 78 s (a tune that builds its front twice) on CI's 2 cores
+@pytest.mark.slow
 def test_tune_prunes_by_proxy_builds_the_front_and_its_winner_rebuilds_byte_for_byte(tmp_path):
     runner = CliRunner()
     out = tmp_path / "tune"

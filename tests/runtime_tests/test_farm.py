@@ -154,24 +154,25 @@ def test_ctrl_c_stops_cleanly_and_records_what_it_cut_short(bundles, inventory, 
 
     db = f"sqlite:///{tmp_path / 'farm.sqlite'}"
     argv = [sys.executable, "-m", "llamaport", "farm", "run", *map(str, bundles), "--device", "host",
-            "--inventory", str(inventory[0]), "--db", db, "--run-id", "cut", "--repeats", "200", "--warmup", "0"]
+            "--inventory", str(inventory[0]), "--db", db, "--run-id", "cut", "--repeats", "600", "--warmup", "0"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # The farm lets an in-flight attempt finish its repeats after Ctrl-C, so repeats stay small (20,000 kept
-    # the run alive past the test's timeout and its lock leaked into the next test); if the run ends before
-    # an attempt is seen in flight, the test says so instead of reading exit 0 as a wrong exit code.
+    # Ctrl-C must come while an attempt runs and another is still to come: sent during the last attempt, the
+    # run can end before the signal lands and exit 0 (seen once on CI with 200 repeats). 600 repeats keep the
+    # first attempt in flight for seconds; if the run ends first, the test says so, not "wrong exit code".
     deadline = time.monotonic() + 180
-    in_flight = False
+    in_flight, store = False, None
     while not in_flight and time.monotonic() < deadline and proc.poll() is None:
         try:
-            store = open_store(db)
-            in_flight = any(a.outcome is None for a in store.attempts(run_id="cut"))
+            store = store or open_store(db)
+            attempts = store.attempts(run_id="cut")
+            in_flight = any(a.outcome is None for a in attempts) and len(attempts) < len(bundles)
         except Exception:
-            pass  # not created yet
-        time.sleep(0.1)
+            store = None  # not created yet
+        time.sleep(0.05)
     if not in_flight:
         proc.kill()
         out, err = proc.communicate(timeout=60)
-        pytest.fail(f"no attempt was seen in flight (exit {proc.returncode}): {err[-2000:]}")
+        pytest.fail(f"no attempt was seen in flight with another to come (exit {proc.returncode}): {err[-2000:]}")
     proc.send_signal(signal.SIGINT)
     try:
         out, err = proc.communicate(timeout=60)
