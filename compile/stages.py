@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from llamaport.errors import CheckFailed, ConfigError
+from llamaport.paths import input_file, output_folder
 from llamaport.runtime_tests.manifest import ACCURACY_PATH, APP_FOLDER, CHECK_FOLDER, GOLDEN_PATH, MANIFEST
 
 
@@ -31,13 +32,11 @@ def plan(build) -> None:
         check_sdk()
     if request.max_seq_len is not None and request.max_seq_len < 32:
         raise ConfigError(f"--max-seq-len {request.max_seq_len} is too short; use at least 32")
-    if request.eval_text is not None and not Path(request.eval_text).is_file():
-        raise ConfigError(f"--eval-text {request.eval_text}: no such file")
-    out = Path(request.out)
+    if request.eval_text is not None:
+        input_file(Path(request.eval_text), "--eval-text", "a UTF-8 text file to score")
+    out = output_folder(Path(request.out), "--out")
     if out.exists() and not request.overwrite:
         raise ConfigError(f"{out}: already exists; choose another --out or pass --overwrite")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: is a file; --out names the bundle folder to create")
     build.source_format = detect_format(Path(request.model))
     _plan_calibration(build)
 

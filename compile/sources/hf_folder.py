@@ -12,11 +12,20 @@ from llamaport.compile.tokenizer_files import find_tokenizer
 from llamaport.errors import ConfigError
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, shape: type = dict) -> dict:
+    """A JSON file of the given top-level shape, or one line saying why not (encoding, syntax, shape)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 JSON") from e
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{path}: is a folder, not a JSON file") from e
+    if not isinstance(data, shape):
+        raise ConfigError(f"{path}: a JSON {type(data).__name__} where a JSON {'object' if shape is dict else shape.__name__} "
+                          "is expected")
+    return data
 
 
 def _check_architecture(raw: dict, path: Path) -> None:
@@ -35,7 +44,15 @@ def _check_architecture(raw: dict, path: Path) -> None:
 def _weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        return sorted({folder / f for f in read_json(index)["weight_map"].values()})
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(f, str) for f in weight_map.values()):
+            raise ConfigError(f"{index}: needs a \"weight_map\" object of tensor name -> file name; fetch the index again")
+        files = sorted({folder / f for f in weight_map.values()})
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise ConfigError(f"{index}: names {', '.join(missing[:3])}, which {'is' if len(missing) == 1 else 'are'} "
+                              f"not in {folder}; fetch the missing shards")
+        return files
     single = folder / "model.safetensors"
     if single.is_file():
         return [single]

@@ -26,6 +26,15 @@ def _check_dims(path: Path, dim, hidden, n_layers, n_heads, n_kv, vocab, seq) ->
                           f"n_kv_heads={n_kv}, vocab_size={vocab}, max_seq_len={seq}) is not a llama2.c model")
 
 
+def _floats(version: int, dim, hidden, L, n_heads, n_kv, vocab, seq, shared) -> int:
+    """How many float32 values the header implies, by arithmetic: a header claiming 2**31 layers must be
+    refused against the file's length before any per-layer list (or tensor) is made."""
+    kv = n_kv * (dim // n_heads)
+    per_layer = 2 * dim + dim * dim * 2 + kv * dim * 2 + 3 * hidden * dim
+    rope = 2 * seq * (dim // n_heads // 2) if version == 0 else 0
+    return vocab * dim + L * per_layer + dim + rope + (0 if shared else vocab * dim)
+
+
 def _layout(version: int, dim, hidden, L, n_heads, n_kv, vocab, seq, shared):
     """(name, shape) in file order; llama2.c's rope tables appear as 'freq_cis_*' and are skipped."""
     kv = n_kv * (dim // n_heads)
@@ -52,7 +61,9 @@ def _layout(version: int, dim, hidden, L, n_heads, n_kv, vocab, seq, shared):
 
 
 def read_llama2c_bin(path: Path) -> tuple[dict, dict]:
-    data = path.read_bytes()
+    with open(path, "rb") as f:
+        data = f.read(HEADER_V1_BYTES)  # the header alone, until its sizes are checked against the file's
+    size = path.stat().st_size
     if len(data) < 28:
         raise ConfigError(f"{path}: {len(data)} bytes is too short for a llama2.c header")
     magic, version = struct.unpack_from("<Ii", data, 0)
@@ -67,11 +78,12 @@ def read_llama2c_bin(path: Path) -> tuple[dict, dict]:
         shared = dims[5] > 0
         dims = (*dims[:5], abs(dims[5]), dims[6])
     _check_dims(path, *dims)
-    layout = _layout(version, *dims, shared)
-    expected = offset + 4 * sum(int(np.prod(s)) for _, s in layout)
-    if len(data) != expected:
-        raise ConfigError(f"{path}: {len(data)} bytes, but its header (version {version}) implies {expected}; "
+    expected = offset + 4 * _floats(version, *dims, shared)
+    if size != expected:
+        raise ConfigError(f"{path}: {size} bytes, but its header (version {version}) implies {expected}; "
                           "the file is truncated or not a float32 llama2.c checkpoint")
+    layout = _layout(version, *dims, shared)
+    data = path.read_bytes()
     sd, pos = {}, offset
     for name, shape in layout:
         n = int(np.prod(shape))

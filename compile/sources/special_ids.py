@@ -30,8 +30,13 @@ def _from_hf_json(tok: TokenizerFile) -> tuple[int, list[int]]:
     if not config_path.is_file():
         raise ConfigError(f"{tok.path.parent}: tokenizer.json without tokenizer_config.json; "
                           "cannot tell the BOS/EOS tokens")
-    config = json.loads(config_path.read_text())
-    vocab = {t["content"]: t["id"] for t in json.loads(tok.path.read_text()).get("added_tokens", [])}
+    from llamaport.compile.sources.hf_folder import read_json
+
+    config = read_json(config_path)
+    added = read_json(tok.path).get("added_tokens", [])
+    if not isinstance(added, list) or not all(isinstance(t, dict) and "content" in t and "id" in t for t in added):
+        raise ConfigError(f"{tok.path}: \"added_tokens\" must be a list of objects with \"content\" and \"id\"")
+    vocab = {t["content"]: t["id"] for t in added}
     ids = []
     for key in ("bos_token", "eos_token"):
         token = config.get(key)

@@ -73,7 +73,9 @@ def _fail(e: LlamaportError):
     err = _console(stderr=True)
     if _verbose:
         err.print_exception()
-    err.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True)
+    # The message is plain text: as markup, "[[target]]" would print as "[]" (rich reads it as a tag).
+    err.print("[bold red]error:[/] ", end="", markup=True)
+    err.print(str(e), soft_wrap=True, markup=False, highlight=False)
     if isinstance(e, CheckFailed):
         from rich.table import Table
 

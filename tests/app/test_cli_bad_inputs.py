@@ -208,3 +208,56 @@ def test_bos_and_eos_ids_outside_the_tokenizer_are_refused(tmp_path, hf_copy):
     (hf_copy / "config.json").write_text(json.dumps(config))
     assert_refused(*_build(tmp_path, hf_copy), "bos_token_id 128000 is outside the tokenizer's vocabulary",
                    "512 tokens in tokenizer.json")
+
+
+def _write(path, text, encoding="utf-8"):
+    path.write_text(text, encoding=encoding)
+
+
+# Each: how to spoil a copy of the bundled model (or the command line), and what the one line must name.
+# Found by trying bad inputs as a new user would (issue 14); each was a traceback, a raw Python error or an
+# out-of-memory kill before.
+SPOILED = {
+    "config.json in UTF-16": (lambda m, t: _write(m / "config.json", (m / "config.json").read_text(), "utf-16"),
+                              ["{model}"], ("config.json: not UTF-8 text",)),
+    "config.json a JSON list": (lambda m, t: _write(m / "config.json", "[1, 2]"), ["{model}"],
+                                ("config.json: a JSON list where a JSON object is expected",)),
+    "index without weight_map": (lambda m, t: _write(m / "model.safetensors.index.json", '{"metadata": {}}'), ["{model}"],
+                                 ("model.safetensors.index.json: needs a \"weight_map\"",)),
+    "index naming a missing shard": (lambda m, t: _write(m / "model.safetensors.index.json",
+                                                         '{"weight_map": {"lm_head.weight": "model-00002.safetensors"}}'),
+                                     ["{model}"], ("names model-00002.safetensors", "fetch the missing shards")),
+    "added_tokens not a list": (lambda m, t: _write(m / "tokenizer.json", json.dumps(
+        {**json.loads((m / "tokenizer.json").read_text()), "added_tokens": {"a": 1}})), ["{model}"],
+        ("tokenizer.json: ExecuTorch's tokenizer cannot read it",)),
+    "--out under a file": (lambda m, t: _write(t / "afile", "x"), ["--out", "{tmp}/afile/bundle"],
+                           ("afile is a file, not a folder",)),
+    "--out name over the limit": (lambda m, t: None, ["--out", "{tmp}/" + "a" * 300],
+                                  ("longer than the file system allows (255)",)),
+    "--eval-text a folder": (lambda m, t: None, ["--eval-text", "{tmp}"], ("--eval-text", "is a folder")),
+    "--targets-file a folder": (lambda m, t: None, ["--targets-file", "{tmp}"], ("is a folder", "[[target]] tables")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPOILED))
+def test_spoiled_inputs_are_refused_in_one_line_before_anything_is_built(case, tmp_path, hf_copy):
+    spoil, args, needles = SPOILED[case]
+    spoil(hf_copy, tmp_path)
+    args = [a.replace("{model}", str(hf_copy)).replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    result = runner.invoke(app, ["build", *args])
+    assert_refused(result, tmp_path / "out", *needles)
+    assert "Traceback" not in result.output
+
+
+def test_a_llama2c_header_claiming_two_billion_layers_is_refused_by_arithmetic_not_allocation(tmp_path):
+    import resource
+    import struct
+
+    path = tmp_path / "bomb.bin"
+    path.write_bytes(struct.pack("<7i", 64, 128, 2**31 - 1, 4, 4, 512, 256) + bytes(200))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result, out = _build(tmp_path, path)
+    assert_refused(result, out, "bomb.bin: 228 bytes, but its header (version 0) implies")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was allocated for it
