@@ -67,13 +67,23 @@ def _llama2c_with_header(src: Path, dest: Path, bos_id: int, eos_id: int, vocab_
     data = src.read_bytes()
     if len(data) < 4:
         raise ConfigError(f"{src}: too short to be a llama2.c tokenizer.bin")
-    pos, count = 4, 0
+    (max_length,) = struct.unpack_from("<i", data, 0)
+    pos, count, has_space = 4, 0, False
     while pos < len(data):
         if pos + 8 > len(data):
             raise ConfigError(f"{src}: truncated token record {count}")
         (length,) = struct.unpack_from("<i", data, pos + 4)
+        if length < 0 or length > max(max_length, 0) or pos + 8 + length > len(data):
+            raise ConfigError(f"{src}: token record {count} claims {length} bytes (max_token_length {max_length}, "
+                              f"{len(data) - pos - 8} left in the file); not a llama2.c tokenizer.bin")
+        has_space = has_space or data[pos + 8: pos + 8 + length] == b" "
         pos += 8 + length
         count += 1
     if pos != len(data) or count != vocab_size:
         raise ConfigError(f"{src}: holds {count} tokens, the model's vocabulary has {vocab_size}")
+    # pytorch_tokenizers' llama2c encoder looks the single-space piece up for its dummy prefix and indexes
+    # with the -1 it gets when there is none: a segfault (exit 139, no message), so it is refused here.
+    if not has_space:
+        raise ConfigError(f"{src}: no token is a single space (\" \"), which llama2.c's encoder needs; "
+                          "export the tokenizer with llama2.c's tokenizer.py")
     dest.write_bytes(struct.pack("<iii", vocab_size, bos_id, eos_id) + data)

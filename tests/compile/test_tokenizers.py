@@ -98,3 +98,33 @@ def test_tiktoken_file_is_told_apart_from_sentencepiece(tmp_path):
     found = find_tokenizer(tmp_path, tmp_path)
     assert found.kind == "tiktoken"
     assert special_ids(found) == (256, [257, 265])  # Llama 3 convention: specials follow the base ranks
+
+
+def _records(data: bytes):
+    pos, out = 4, []
+    while pos < len(data):
+        (length,) = struct.unpack_from("<i", data, pos + 4)
+        out.append((pos, data[pos + 8: pos + 8 + length]))
+        pos += 8 + length
+    return out
+
+
+def test_llama2c_tokenizer_bin_without_a_single_space_piece_is_refused_not_a_segfault(tmp_path, sentencepiece_model):
+    """pytorch_tokenizers' llama2c encoder indexes with -1 when no piece is " " (exit 139, no message)."""
+    vocab = write_llama2c_tokenizer_bin(sentencepiece_model, tmp_path / "tokenizer.bin")
+    data = bytearray((tmp_path / "tokenizer.bin").read_bytes())
+    (pos, piece), = [(p, b) for p, b in _records(bytes(data)) if b == b" "]
+    data[pos + 8] = ord("~")  # the one single-space piece is now "~": same lengths, no space
+    (tmp_path / "tokenizer.bin").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=r'no token is a single space \(" "\)'):
+        copy_into_bundle(_checkpoint(TokenizerFile("llama2c", tmp_path / "tokenizer.bin"), vocab), tmp_path)
+
+
+def test_llama2c_tokenizer_bin_with_a_negative_record_length_is_refused(tmp_path, sentencepiece_model):
+    vocab = write_llama2c_tokenizer_bin(sentencepiece_model, tmp_path / "tokenizer.bin")
+    data = bytearray((tmp_path / "tokenizer.bin").read_bytes())
+    pos = _records(bytes(data))[3][0]
+    struct.pack_into("<i", data, pos + 4, -8)  # would step back onto itself: a loop without end
+    (tmp_path / "tokenizer.bin").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="token record 3 claims -8 bytes"):
+        copy_into_bundle(_checkpoint(TokenizerFile("llama2c", tmp_path / "tokenizer.bin"), vocab), tmp_path)
