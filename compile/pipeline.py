@@ -60,7 +60,7 @@ class Build:
     staging: Path | None = None  # checkpoint: the bundle folder being written (beside --out)
     model_facts: ModelFacts | None = None  # checkpoint
     tokenizer: object = None  # checkpoint: the bundle's tokenizer through pytorch_tokenizers (the device's ids)
-    eval_set: EvalSet | None = None  # full_reference
+    eval_set: EvalSet | None = None  # checkpoint (encoded with the tokenizer)
     calibration: object = None  # full_reference: the CalibrationSet of a calibrated recipe
     full_reference: Reference | None = None  # full_reference
     quant_plan: object = None  # layer_plan: llamaport.quantize.plan.QuantPlan

@@ -108,6 +108,13 @@ def checkpoint(build) -> None:
     copy_into_bundle(ckpt, build.staging / APP_FOLDER)
     build.tokenizer = _bundle_tokenizer(build.staging / bundle_tokenizer_path(ckpt), ckpt)
     build.model_facts = model_facts(ckpt, context_len)
+    # The eval set is a few thousand ids, encoded here so that ids without an embedding row are refused
+    # with the checkpoint, before its stage reports done.
+    from llamaport.compile.eval_data import build_eval_set
+
+    build.eval_set = build_eval_set(build.tokenizer, build.request.eval_text, context_len,
+                                    build.recipe.capabilities.windowed)
+    _check_ids_have_rows(build)
 
 
 def _bundle_tokenizer(path: Path, ckpt):
@@ -125,11 +132,8 @@ def _bundle_tokenizer(path: Path, ckpt):
 
 def full_reference(build) -> None:
     """The full model's outputs on the eval set; the model itself is dropped before the export."""
-    from llamaport.compile.eval_data import build_eval_set
     from llamaport.compile.golden_build import full_reference as reference_of
 
-    windowed = build.recipe.capabilities.windowed
-    build.eval_set = build_eval_set(build.tokenizer, build.request.eval_text, build.context_len, windowed)
     build.calibration = _calibration_set(build)
     build.full_reference = reference_of(build.checkpoint, build.eval_set)
 
@@ -146,6 +150,18 @@ def _calibration_set(build):
     window = build.context_len if build.recipe.capabilities.windowed else min(build.context_len, 64)
     return build_calibration_set(build.tokenizer, source, request.calibration_samples or DEFAULT_SAMPLES,
                                  window, build.checkpoint.config["vocab_size"])
+
+
+def _check_ids_have_rows(build) -> None:
+    """Every id the tokenizer gives the eval text and prompts must be a row of the embedding: a tokenizer of
+    another (larger) vocabulary than the weights' was an IndexError inside the full model."""
+    rows = build.checkpoint.config["vocab_size"]
+    es = build.eval_set
+    top = max(max(es.ids), *(max(p) for p in es.prompts), max(es.latency_prompt))
+    if top >= rows:
+        tok = build.checkpoint.tokenizer.path
+        raise ConfigError(f"{tok}: encodes the eval text to id {top}, but the embedding has {rows} rows "
+                          f"(vocab_size in the model's config); use the tokenizer the weights were trained with")
 
 
 def check_special_ids(ckpt, tokenizer_vocab: int) -> None:

@@ -261,3 +261,14 @@ def test_a_llama2c_header_claiming_two_billion_layers_is_refused_by_arithmetic_n
     result, out = _build(tmp_path, path)
     assert_refused(result, out, "bomb.bin: 228 bytes, but its header (version 0) implies")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was allocated for it
+
+
+def test_a_tokenizer_whose_ids_the_embedding_has_no_rows_for_is_refused(tmp_path, hf_copy):
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((hf_copy / "config.json").read_text())
+    config["vocab_size"] = 256  # the bundled 512-token tokenizer beside a 256-row embedding
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    weights = load_file(hf_copy / "model.safetensors")
+    save_file({k: v[:256].clone() if v.shape[0] == 512 else v for k, v in weights.items()}, hf_copy / "model.safetensors")
+    assert_refused(*_build(tmp_path, hf_copy), "tokenizer.json: encodes the eval text to id", "the embedding has 256 rows")

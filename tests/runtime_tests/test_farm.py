@@ -155,7 +155,10 @@ def test_ctrl_c_stops_cleanly_and_records_what_it_cut_short(bundles, inventory, 
     db = f"sqlite:///{tmp_path / 'farm.sqlite'}"
     argv = [sys.executable, "-m", "llamaport", "farm", "run", *map(str, bundles), "--device", "host",
             "--inventory", str(inventory[0]), "--db", db, "--run-id", "cut", "--repeats", "600", "--warmup", "0"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job (`.ci/run &`) inherits SIGINT ignored, and Python then installs no Ctrl-C
+    # handler: the farm would never see the signal. A terminal's Ctrl-C has the default disposition: restore it.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Ctrl-C must come while an attempt runs and another is still to come: sent during the last attempt, the
     # run can end before the signal lands and exit 0 (seen once on CI with 200 repeats). 600 repeats keep the
     # first attempt in flight for seconds; if the run ends first, the test says so, not "wrong exit code".
