@@ -272,3 +272,30 @@ def test_a_tokenizer_whose_ids_the_embedding_has_no_rows_for_is_refused(tmp_path
     weights = load_file(hf_copy / "model.safetensors")
     save_file({k: v[:256].clone() if v.shape[0] == 512 else v for k, v in weights.items()}, hf_copy / "model.safetensors")
     assert_refused(*_build(tmp_path, hf_copy), "tokenizer.json: encodes the eval text to id", "the embedding has 256 rows")
+
+
+# Command-line cases refused before anything is read: (argv with {tmp}, what the one line must name).
+COMMAND_LINES = {
+    "check of an empty folder": (["check", "{tmp}/empty"], ("not a bundle (manifest.json missing)",)),
+    "check of an unknown device": (["check", "--device", "nosuch", "{tmp}/empty"], ("unknown device 'nosuch'",)),
+    "compare of a report missing its keys": (["compare", "{tmp}/partial.json"], ("partial.json: missing keys",)),
+    "sweep of an unknown recipe": (["sweep", "--recipe", "nosuch", "--out", "{tmp}/out"], ("unknown recipe 'nosuch'",)),
+    "tune of an unknown target": (["tune", "--target", "nosuch", "--out", "{tmp}/out"], ("unknown target 'nosuch'",)),
+    "zero calibration samples": (["build", "--recipe", "et-xnnpack-8da4w-g128-gptq", "--calibration-samples", "0",
+                                  "--out", "{tmp}/out"], ("--calibration-samples must be at least 1, got 0",)),
+    "negative context": (["build", "--max-seq-len", "-5", "--out", "{tmp}/out"], ("--max-seq-len -5 is too short",)),
+    "model path that does not exist": (["build", "{tmp}/nosuchmodel", "--out", "{tmp}/out"],
+                                       ("nosuchmodel: no such file or folder",)),
+    "farm store under a file": (["farm", "results", "--db", "sqlite:///{tmp}/afile/x.db"], ("a file is in the way",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMMAND_LINES))
+def test_bad_command_lines_are_refused_in_one_line(case, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "partial.json").write_text('{"schema_version": 3}')
+    argv, needles = COMMAND_LINES[case]
+    result = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert_refused(result, tmp_path / "out", *needles)
+    assert "Traceback" not in result.output
