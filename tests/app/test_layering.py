@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("targets", "quantize", "runtime_tests", "compile")
-BASE = {"errors", "typed", "entry"}  # llamaport's own base modules: every layer may import them
+BASE = {"errors", "typed", "entry", "paths"}  # llamaport's own base modules: every layer may import them
 ALLOWED = {"targets": set(), "quantize": set(), "runtime_tests": {"targets"},
            "compile": {"targets", "quantize", "runtime_tests"}}
 APP = ROOT / "src" / "llamaport"
