@@ -8,7 +8,7 @@ Two references, scored at build time on the same eval set:
 Each reference keeps, per teacher-forced position, the log-sum-exp and the log-probability of the actual
 next token (perplexity and same-top-1 are exact), and either every logit (small vocabularies) or, for
 large ones, its most probable ids with their logits: as many as hold KEPT_MASS of the position's
-probability (at least MIN_K, at most MAX_K; "adaptive top-k", ragged), plus three numbers on the rest
+probability (at least MIN_K, at most what the byte budget allows; "adaptive top-k", ragged), plus three numbers on the rest
 (the tail T): its mass p_T, its Σ_T p log p and its largest probability p_max. From those and what a
 device sends back about its own logits on the tail (runtime_tests.device.scores) the host bounds the
 full-vocabulary KL divergence exactly from both sides (runtime_tests.metrics.kld_interval), so a stored
