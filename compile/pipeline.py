@@ -61,7 +61,7 @@ class Build:
     model_facts: ModelFacts | None = None  # checkpoint
     tokenizer: object = None  # checkpoint: the bundle's tokenizer through pytorch_tokenizers (the device's ids)
     eval_set: EvalSet | None = None  # checkpoint (encoded with the tokenizer)
-    calibration: object = None  # full_reference: the CalibrationSet of a calibrated recipe
+    calibration: object = None  # checkpoint: the CalibrationSet of a calibrated recipe
     full_reference: Reference | None = None  # full_reference
     quant_plan: object = None  # layer_plan: llamaport.quantize.plan.QuantPlan
     exported: Exported | None = None  # artifact

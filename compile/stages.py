@@ -34,9 +34,12 @@ def plan(build) -> None:
         raise ConfigError(f"--max-seq-len {request.max_seq_len} is too short; use at least 32")
     if request.eval_text is not None:
         input_file(Path(request.eval_text), "--eval-text", "a UTF-8 text file to score")
-    out = output_folder(Path(request.out), "--out")
+    out = output_folder(Path(request.out), "--out", source=Path(request.model))
     if out.exists() and not request.overwrite:
         raise ConfigError(f"{out}: already exists; choose another --out or pass --overwrite")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ConfigError(f"--out {out}: holds files but no {MANIFEST}, so it is not a bundle --overwrite may replace; "
+                          "choose another --out")
     build.source_format = detect_format(Path(request.model))
     _plan_calibration(build)
 
@@ -106,26 +109,31 @@ def checkpoint(build) -> None:
     build.staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     (build.staging / APP_FOLDER).mkdir()
     copy_into_bundle(ckpt, build.staging / APP_FOLDER)
-    build.tokenizer = _bundle_tokenizer(build.staging / bundle_tokenizer_path(ckpt), ckpt)
+    from llamaport.compile.eval_data import DEFAULT_EVAL_TEXT, build_eval_set
+
+    eval_text = Path(build.request.eval_text or DEFAULT_EVAL_TEXT)
+    build.tokenizer = _bundle_tokenizer(build.staging / bundle_tokenizer_path(ckpt), ckpt, eval_text)
     build.model_facts = model_facts(ckpt, context_len)
     # The eval set is a few thousand ids, encoded here so that ids without an embedding row are refused
     # with the checkpoint, before its stage reports done.
-    from llamaport.compile.eval_data import build_eval_set
-
     build.eval_set = build_eval_set(build.tokenizer, build.request.eval_text, context_len,
                                     build.recipe.capabilities.windowed)
     _check_ids_have_rows(build)
+    build.calibration = _calibration_set(build)  # tokenized text too: refused here, before any forward pass
 
 
-def _bundle_tokenizer(path: Path, ckpt):
+def _bundle_tokenizer(path: Path, ckpt, eval_text: Path):
     """The bundle's own tokenizer file, read by the runner's C++ tokenizer (the eval ids come from it: the
-    ids a device will produce), with BOS and EOS checked against it."""
-    from llamaport.runtime_tests.tokenizer import load_tokenizer
+    ids a device will produce), with BOS and EOS checked against it. A child process reads it first: C++ that
+    crashes on a file it does not expect must not take the build down without a message."""
+    from llamaport.compile.tokenizer_guard import probe_in_child
+    from llamaport.runtime_tests.tokenizer import TokenizerLoadError, load_tokenizer
 
+    probe_in_child(path, eval_text, shown_as=ckpt.tokenizer.path)
     try:
         tok = load_tokenizer(path)
-    except ValueError as e:
-        raise ConfigError(f"{ckpt.tokenizer.path}: ExecuTorch's tokenizer cannot read it ({e})") from e
+    except TokenizerLoadError as e:
+        raise ConfigError(f"{ckpt.tokenizer.path}: ExecuTorch's tokenizer cannot read it ({'; '.join(e.reasons)})") from e
     check_special_ids(ckpt, tok.vocab_size())
     return tok
 
@@ -134,7 +142,6 @@ def full_reference(build) -> None:
     """The full model's outputs on the eval set; the model itself is dropped before the export."""
     from llamaport.compile.golden_build import full_reference as reference_of
 
-    build.calibration = _calibration_set(build)
     build.full_reference = reference_of(build.checkpoint, build.eval_set)
 
 

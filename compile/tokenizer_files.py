@@ -23,20 +23,50 @@ COMPANIONS = ("tokenizer_config.json", "chat_template.jinja", "generation_config
 
 def _is_tiktoken(path: Path) -> bool:
     """tiktoken files are lines of `base64-token rank`; sentencepiece models are protobuf binaries."""
-    try:
-        first = path.open("rb").readline().split()
-        return len(first) == 2 and first[1].isdigit() and bool(base64.b64decode(first[0], validate=True))
-    except Exception:
-        return False
+    with path.open("rb") as f:
+        return _is_rank_line(f.readline().split())
 
 
 def find_tokenizer(folder: Path, origin: Path) -> TokenizerFile:
+    """The source's tokenizer file, its kind told by name and content, and checked to be that kind."""
     for name, kind in (("tokenizer.json", "hf_json"), ("tokenizer.model", None), ("tokenizer.bin", "llama2c")):
         p = folder / name
         if p.is_file():
-            return TokenizerFile(kind or ("tiktoken" if _is_tiktoken(p) else "sentencepiece"), p)
+            found = TokenizerFile(kind or ("tiktoken" if _is_tiktoken(p) else "sentencepiece"), p)
+            _check_kind(found)
+            return found
     raise ConfigError(f"{origin}: no tokenizer found in {folder}; expected tokenizer.json, tokenizer.model "
                       "(sentencepiece or tiktoken) or llama2.c's tokenizer.bin next to the weights")
+
+
+def _check_kind(tok: TokenizerFile) -> None:
+    """The file parses as what its kind says (llama2.c's records are checked as they are copied)."""
+    if tok.kind == "hf_json":
+        from llamaport.compile.sources.hf_folder import read_json
+
+        model = read_json(tok.path).get("model")
+        if not isinstance(model, dict) or not isinstance(model.get("vocab"), (dict, list)):
+            raise ConfigError(f"{tok.path}: has no \"model\" with a \"vocab\"; not a Hugging Face tokenizer.json")
+    elif tok.kind == "sentencepiece":
+        import sentencepiece
+
+        try:
+            sentencepiece.SentencePieceProcessor(model_file=str(tok.path))
+        except Exception as e:  # sentencepiece raises RuntimeError or OSError with its parser's message
+            raise ConfigError(f"{tok.path}: not a sentencepiece model ({' '.join(str(e).split())}); nor tiktoken's "
+                              "`base64-token rank` lines") from e
+    elif tok.kind == "tiktoken":
+        for number, line in enumerate(tok.path.open("rb"), 1):
+            fields = line.split()
+            if fields and not _is_rank_line(fields):
+                raise ConfigError(f"{tok.path}: line {number} is not `base64-token rank`; not a tiktoken tokenizer.model")
+
+
+def _is_rank_line(fields: list[bytes]) -> bool:
+    try:
+        return len(fields) == 2 and fields[1].isdigit() and bool(base64.b64decode(fields[0], validate=True))
+    except ValueError:
+        return False
 
 
 def bundle_tokenizer_path(ckpt) -> str:

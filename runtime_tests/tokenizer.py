@@ -8,6 +8,12 @@ from pathlib import Path
 from llamaport.runtime_tests.device.native_logs import native_stderr_quiet
 
 
+class TokenizerLoadError(ValueError):
+    def __init__(self, path: Path, reasons: list[str]):
+        super().__init__(f"{path}: no pytorch_tokenizers class loads it ({'; '.join(reasons)})")
+        self.reasons = reasons
+
+
 def load_tokenizer(path: Path):
     with native_stderr_quiet():  # the import itself logs
         import pytorch_tokenizers as pt
@@ -26,7 +32,7 @@ def load_tokenizer(path: Path):
                 return tok
         except Exception as e:  # each class raises when the file is another format
             errors.append(f"{cls.__name__}: {e}")
-    raise ValueError(f"{path}: no pytorch_tokenizers class loads it ({'; '.join(errors)})")
+    raise TokenizerLoadError(path, errors)
 
 
 def encode(tok, text: str, bos: bool) -> list[int]:

@@ -19,6 +19,9 @@ GATE_METRICS = ("same_top1_pct", "ppl_ratio", "kld_mean", "kld_p99", "logit_sqnr
                 "decode_tokens_per_s", "prefill_tokens_per_s", "ttft_s", "artifact_bytes", "peak_rss_mb",
                 "npu_estimated_ms", "npu_sram_bytes", "npu_flash_bytes")
 NPU_GATE_METRICS = ("npu_estimated_ms", "npu_sram_bytes", "npu_flash_bytes")
+# The values each metric can take: a bound outside them could never be met (or never missed), so it is a typo.
+PERCENT_METRICS = ("same_top1_pct", "greedy_match_pct")
+SIGNED_METRICS = ("logit_sqnr_db",)  # every other metric is >= 0 (ppl_ratio and the sizes and times > 0)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,13 @@ class Gate:
             raise unknown_id("gate metric", self.metric, GATE_METRICS)
         if (self.min is None) == (self.max is None):
             raise ConfigError(f"gate {self.metric!r}: give exactly one of 'min' or 'max'")
+        bound = self.min if self.min is not None else self.max
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or bound != bound or bound in (float("inf"), -float("inf")):
+            raise ConfigError(f"gate {self.metric!r}: the bound must be a finite number, got {bound!r}")
+        if self.metric in PERCENT_METRICS and not 0 <= bound <= 100:
+            raise ConfigError(f"gate {self.metric!r}: {bound} is not a percentage (0 to 100)")
+        if self.metric not in SIGNED_METRICS and bound < 0:
+            raise ConfigError(f"gate {self.metric!r}: {bound} can never be met, the metric is never negative")
 
     def missed_by(self, value: float) -> float | None:
         """How far `value` is on the wrong side of the gate, or None when it passes."""

@@ -22,6 +22,10 @@ def read_json(path: Path, shape: type = dict) -> dict:
         raise ConfigError(f"{path}: not valid JSON ({e})") from e
     except IsADirectoryError as e:
         raise ConfigError(f"{path}: is a folder, not a JSON file") from e
+    except PermissionError as e:  # not testable as root (CI), which reads every file
+        raise ConfigError(f"{path}: not readable (permission denied); make it readable or copy the folder") from e
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such file") from e
     if not isinstance(data, shape):
         raise ConfigError(f"{path}: a JSON {type(data).__name__} where a JSON {'object' if shape is dict else shape.__name__} "
                           "is expected")
@@ -30,6 +34,8 @@ def read_json(path: Path, shape: type = dict) -> dict:
 
 def _check_architecture(raw: dict, path: Path) -> None:
     archs = raw.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise ConfigError(f"{path}: architectures must be a list of class names (e.g. [\"LlamaForCausalLM\"]), got {archs!r}")
     if not any(a in SUPPORTED_ARCHITECTURES for a in archs) and raw.get("model_type") != "llama":
         found = ", ".join(archs) or raw.get("model_type") or "none given"
         raise ConfigError(f"{path}: architecture {found} is not supported; supported: "
@@ -80,10 +86,7 @@ def load_hf_folder(folder: Path) -> LlamaCheckpoint:
             raw[key] = ids.get(key)
         if raw[key] is None:
             raise ConfigError(f"{cfg_path}: {key} is missing (and not in generation_config.json)")
-    try:
-        cfg = llama_config(**raw)
-    except KeyError as e:
-        raise ConfigError(f"{cfg_path}: missing field {e.args[0]}") from e
+    cfg = llama_config(cfg_path, None, **raw)
     files = _weight_files(folder)
     sd = check_state_dict(cfg, _load_safetensors(files), str(folder))
     return LlamaCheckpoint(cfg, sd, find_tokenizer(folder, folder), "hf", [cfg_path, *files])

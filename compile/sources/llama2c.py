@@ -11,12 +11,14 @@ import torch
 
 from llamaport.compile.checkpoint import LlamaCheckpoint, check_state_dict, llama_config
 from llamaport.compile.layout import meta_to_hf
-from llamaport.compile.sources.meta_folder import safe_torch_load
+from llamaport.compile.sources.meta_folder import PARAMS_NAMES, _rows, safe_torch_load, state_dict_of
 from llamaport.compile.sources.special_ids import special_ids
 from llamaport.compile.tokenizer_files import find_tokenizer
 from llamaport.errors import ConfigError
 
 MAGIC_V1 = 0x616B3432  # "ak42"
+# Our field names -> llama2.c's model_args (and header) names, for messages: Meta's, with its FFN width.
+MODEL_ARGS_NAMES = {**PARAMS_NAMES, "intermediate_size": "hidden_dim"}
 HEADER_V1_BYTES = 256
 
 
@@ -98,11 +100,11 @@ def read_llama2c_bin(path: Path) -> tuple[dict, dict]:
 
 def read_llama2c_pt(path: Path) -> tuple[dict, dict]:
     ckpt = safe_torch_load(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        raise ConfigError(f"{path}: not a llama2.c training checkpoint (needs 'model' and 'model_args')")
-    sd = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt.get("model_args"), dict):
+        raise ConfigError(f"{path}: not a llama2.c training checkpoint (needs 'model' and a 'model_args' dict)")
+    sd = {k.removeprefix("_orig_mod."): v for k, v in state_dict_of(ckpt["model"], path, "'model' ").items()}
     args = dict(ckpt["model_args"])
-    args["hidden_dim"] = sd["layers.0.feed_forward.w1.weight"].shape[0]
+    args["hidden_dim"] = _rows(sd, "layers.0.feed_forward.w1.weight", path)
     return sd, args
 
 
@@ -110,15 +112,15 @@ def load_llama2c(path: Path) -> LlamaCheckpoint:
     sd, args = read_llama2c_bin(path) if path.suffix == ".bin" else read_llama2c_pt(path)
     tok = find_tokenizer(path.parent, path)
     bos, eos = special_ids(tok)
-    try:
-        cfg = llama_config(
-            vocab_size=args["vocab_size"], hidden_size=args["dim"], intermediate_size=args["hidden_dim"],
-            num_hidden_layers=args["n_layers"], num_attention_heads=args["n_heads"],
-            num_key_value_heads=args.get("n_kv_heads"), rms_norm_eps=args.get("norm_eps", 1e-5),
-            max_position_embeddings=args["max_seq_len"], bos_token_id=bos, eos_token_id=eos,
-            tie_word_embeddings="output.weight" not in sd or sd["output.weight"].data_ptr() == sd["tok_embeddings.weight"].data_ptr(),
-        )
-    except KeyError as e:
-        raise ConfigError(f"{path}: model_args lacks {e.args[0]}") from e
+    _rows(sd, "tok_embeddings.weight", path)  # present, or refused by name
+    embedding = sd["tok_embeddings.weight"]
+    cfg = llama_config(
+        path, MODEL_ARGS_NAMES,
+        vocab_size=args.get("vocab_size"), hidden_size=args.get("dim"), intermediate_size=args.get("hidden_dim"),
+        num_hidden_layers=args.get("n_layers"), num_attention_heads=args.get("n_heads"),
+        num_key_value_heads=args.get("n_kv_heads"), rms_norm_eps=args.get("norm_eps", 1e-5),
+        max_position_embeddings=args.get("max_seq_len"), bos_token_id=bos, eos_token_id=eos,
+        tie_word_embeddings="output.weight" not in sd or sd["output.weight"].data_ptr() == embedding.data_ptr(),
+    )
     hf = check_state_dict(cfg, meta_to_hf(sd, cfg), str(path))
     return LlamaCheckpoint(cfg, hf, tok, "llama2c", [path])

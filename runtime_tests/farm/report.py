@@ -53,10 +53,3 @@ def render(store) -> str:
               r.summary.get("kld_mean"), ", ".join(v.flags) or "ok"] for r, v in zip(latest, verdicts)],
             ["fail" if {"decode_regression", "kld_regression", "job_error"} & set(v.flags) else "" for v in verdicts]))
     return html.page("llamaport farm", body)
-
-
-def write_farm_report(store, out: Path) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "farm.html").write_text(render(store), encoding="utf-8")
-    return out / "farm.html"

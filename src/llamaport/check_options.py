@@ -22,7 +22,14 @@ def gate_overrides(**given) -> tuple[Gate, ...]:
     unknown = set(given) - set(GATE_FLAGS)
     if unknown:
         raise ConfigError(f"unknown gate options {sorted(unknown)}; known: {sorted(GATE_FLAGS)}")
-    return tuple(Gate(GATE_FLAGS[k][0], **{GATE_FLAGS[k][1]: float(v)}) for k, v in given.items() if v is not None)
+    gates = []
+    for k, v in given.items():
+        if v is not None:
+            try:
+                gates.append(Gate(GATE_FLAGS[k][0], **{GATE_FLAGS[k][1]: float(v)}))
+            except ConfigError as e:
+                raise ConfigError(f"--{k.replace('_', '-')} {v:g}: {e}") from e
+    return tuple(gates)
 
 
 def check_request(bundle: Path, device: str, baseline_model: Path | None, baseline_bundle: Path | None,

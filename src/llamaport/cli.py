@@ -10,12 +10,12 @@ import typer
 
 from llamaport import cli_check, common_cli as common
 from llamaport.cli_farm import farm_app
-from llamaport.common_cli import (JsonOpt, TargetOpt, TargetsFile, _complete_recipe, _complete_target, _console, _fail,
+from llamaport.common_cli import (JsonOpt, OneLineUsageErrors, TargetOpt, TargetsFile, _complete_recipe, _complete_target, _console, _fail,
                                   _print_json, _quiet_libraries, _version, kld_text, with_se)
 from llamaport.errors import LlamaportError
 
 EXIT_CODES = "Exit codes: 0 ok, 1 a stage failed, 2 bad input, 3 a gate was not met, 4 the device could not run the check."
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, epilog=EXIT_CODES,
+app = typer.Typer(cls=OneLineUsageErrors, no_args_is_help=True, pretty_exceptions_enable=False, epilog=EXIT_CODES,
                   help="Turn small Llama checkpoints into quantized, checked on-device bundles.")
 
 

@@ -125,7 +125,7 @@ def agent(
 def report(db: DbOpt = DEFAULT_DB,
            out: Annotated[Path, typer.Option("--out", "-o", help="Folder for farm.html.")] = Path("farm-report")):
     """Write the farm report: per device, trends of decode speed and KL divergence, regression verdicts."""
-    from llamaport.runtime_tests.farm.report import write_farm_report
+    from llamaport.reports import write_farm_report
     from llamaport.runtime_tests.farm.store import open_store
 
     try:

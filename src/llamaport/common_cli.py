@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from llamaport.errors import CheckFailed, LlamaportError
 
@@ -18,6 +20,8 @@ _verbose = False  # set once by the CLI callback, from --verbose
 def set_verbose(verbose: bool) -> None:
     global _verbose
     _verbose = verbose
+    if verbose:  # native libraries' log lines too, in this process and in the device runners it starts
+        os.environ["LLAMAPORT_NATIVE_LOGS"] = "1"
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
 
@@ -67,6 +71,39 @@ def _quiet_libraries() -> None:
     torch._logging.set_logs(all=logging.ERROR)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """Usage errors (a missing argument, an option's bad value, an unknown command) as the one line every other
+    bad input gets, `error: llamaport compare: Missing argument 'REPORTS...'. See `llamaport compare --help`.`,
+    exit 2; typer would draw a five-line box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        # typer 0.29 vendors click as typer._click (its exceptions are not the click package's); this goes
+        # back to `import click` if typer stops vendoring it.
+        from typer import _click as click
+
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.exceptions.ClickException as e:
+            where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "llamaport"
+            message = " ".join(e.format_message().split()).rstrip(".") + "."  # click wraps long values onto lines
+            hint = f" See `{where} --help`." if isinstance(e, click.exceptions.UsageError) else ""
+            _console(stderr=True).print(f"[bold red]error:[/] {escape(where)}: {escape(message)}{hint}", soft_wrap=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            sys.exit(130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+    return rich_escape(text)
 
 
 def _fail(e: LlamaportError):

@@ -16,9 +16,10 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
-def output_folder(path: Path, option: str) -> Path:
+def output_folder(path: Path, option: str, source: Path | None = None) -> Path:
     """A folder a command will create (or replace): every name within the file system's limit, not a file,
-    under a folder that exists somewhere up the path, is a folder, and can be written."""
+    under a folder that exists somewhere up the path, is a folder, and can be written; and neither the
+    `source` it is made from, nor inside it, nor holding it (replacing it would delete the source)."""
     path = Path(path)
     limit = _name_max(Path("/"))  # before any stat: a stat of a name over the limit is an OSError itself
     for part in path.absolute().parts:
@@ -27,6 +28,11 @@ def output_folder(path: Path, option: str) -> Path:
                               f"the file system allows ({limit}); choose a shorter name")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: is a file; {option} names a folder to create")
+    if source is not None and source.exists():
+        out, src = path.resolve(), Path(source).resolve()
+        if out == src or src.is_relative_to(out) or out.is_relative_to(src):
+            where = "is" if out == src else "holds" if src.is_relative_to(out) else "is inside"
+            raise ConfigError(f"{option} {path}: {where} the model {source}; write the output somewhere else")
     ancestor = path.absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent

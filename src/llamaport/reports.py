@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llamaport.compile.bundle import staging_folder
 from llamaport.errors import ConfigError
+from llamaport.paths import output_folder
 from llamaport.runtime_tests.compare import Comparison
 from llamaport.runtime_tests.report import REPORT, Report
 
@@ -17,13 +18,22 @@ def default_report_folder(bundle: Path) -> Path:
 
 
 def _write(out: Path, json_name: str, record, html_name: str, html_text: str) -> Path:
-    out = Path(out)
+    out = output_folder(Path(out), "--out")
     if out.exists() and not (out / json_name).is_file():
         raise ConfigError(f"{out}: exists and is not an earlier report ({json_name} missing); choose another --out")
     with staging_folder(out, overwrite=True) as staging:
-        record.write(staging / json_name)
+        if record is not None:
+            record.write(staging / json_name)
         (staging / html_name).write_text(html_text, encoding="utf-8")
     return out
+
+
+def write_farm_report(store, out: Path) -> Path:
+    """farm.html, replacing an earlier farm report in `out` (never another folder's files)."""
+    from llamaport.runtime_tests.farm.report import render
+
+    out = output_folder(Path(out), "--out")  # before the store is read: a bad --out costs nothing
+    return _write(out, "farm.html", None, "farm.html", render(store)) / "farm.html"
 
 
 def write_check_report(report: Report, out: Path) -> Path:

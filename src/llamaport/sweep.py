@@ -62,6 +62,22 @@ class SweepResult(Versioned):
     pareto_front: tuple[str, ...]
 
 
+def check_sweep_inputs(model: Path, recipes: tuple[str, ...], max_seq_len: int | None, out: Path) -> None:
+    """What sweep and tune are given, refused before the first build: each later build would refuse it anyway,
+    after its predecessors had run (and a repeated recipe would only be built twice)."""
+    from llamaport.compile.checkpoint import MIN_CONTEXT
+    from llamaport.compile.sources import detect_format
+    from llamaport.paths import output_folder
+
+    repeated = sorted({r for r in recipes if recipes.count(r) > 1})
+    if repeated:
+        raise ConfigError(f"--recipe {', '.join(repeated)} given more than once; name each recipe once")
+    if max_seq_len is not None and max_seq_len < MIN_CONTEXT:
+        raise ConfigError(f"--max-seq-len {max_seq_len} is too short; use at least {MIN_CONTEXT}")
+    detect_format(Path(model))
+    output_folder(Path(out), "--out", source=Path(model))
+
+
 def _recipes(target, wanted: tuple[str, ...]) -> list[str]:
     for r in wanted:
         check_recipe_runs_on(resolve_recipe(r, target), target)
@@ -84,6 +100,7 @@ def run_sweep(request: SweepRequest, progress: Callable[[str, str], None] = lamb
     from llamaport.runtime_tests.harness import check_bundle
 
     target = resolve_target(request.target, request.targets_file)
+    check_sweep_inputs(request.model, tuple(request.recipes), request.max_seq_len, request.out)
     recipes = _recipes(target, request.recipes)
     out = Path(request.out)
     _prepare(out, request.overwrite)

@@ -200,12 +200,13 @@ def _write_config(request: TuneRequest, recipe: str | None, path: Path) -> str |
 
 def run_tune(request: TuneRequest, progress: Callable[[str, str], None] = lambda recipe, step: None) -> TuneResult:
     from llamaport.quantize import check_recipe_runs_on, resolve_recipe
-    from llamaport.sweep import SweepRequest, run_sweep
+    from llamaport.sweep import SweepRequest, check_sweep_inputs, run_sweep
     from llamaport.targets import resolve_target
 
     target = resolve_target(request.target, request.targets_file)
     if request.max_builds < 1:
         raise ConfigError(f"--max-builds must be at least 1, got {request.max_builds}")
+    check_sweep_inputs(request.model, tuple(request.recipes), request.max_seq_len, request.out)
     for r in request.recipes:
         check_recipe_runs_on(resolve_recipe(r, target), target)
         if (algorithm := _unproxied_rounding(r)) is not None:

@@ -128,3 +128,23 @@ def test_llama2c_tokenizer_bin_with_a_negative_record_length_is_refused(tmp_path
     (tmp_path / "tokenizer.bin").write_bytes(bytes(data))
     with pytest.raises(ConfigError, match="token record 3 claims -8 bytes"):
         copy_into_bundle(_checkpoint(TokenizerFile("llama2c", tmp_path / "tokenizer.bin"), vocab), tmp_path)
+
+
+def test_a_tokenizer_that_crashes_the_cpp_encoder_is_one_line_from_the_child_probe(tmp_path, sentencepiece_model):
+    """The guard itself, on a file past the validators: the bundle-format llama2.c tokenizer without a
+    single-space piece segfaults pytorch_tokenizers' encoder (exit 139 in-process); the child probe turns it
+    into one line, and the parent process lives on."""
+    from llamaport.compile.tokenizer_guard import probe_in_child
+
+    vocab = write_llama2c_tokenizer_bin(sentencepiece_model, tmp_path / "tokenizer.bin")
+    data = bytearray((tmp_path / "tokenizer.bin").read_bytes())
+    (pos, _), = [(p, b) for p, b in _records(bytes(data)) if b == b" "]
+    data[pos + 8] = ord("~")
+    crashing = tmp_path / "tokenizer.model"
+    crashing.write_bytes(struct.pack("<iii", vocab, 1, 2) + bytes(data))  # the header ExecuTorch's llama2c reader wants
+    text = tmp_path / "eval.txt"
+    text.write_text(TEXT)
+    with pytest.raises(ConfigError, match=r"source/tokenizer.bin: ExecuTorch's tokenizer \(pytorch_tokenizers\) crashed "
+                                          r"reading it or encoding the eval text with it \(SIGSEGV\)"):
+        probe_in_child(crashing, text, shown_as=Path("source/tokenizer.bin"))
+    probe_in_child(sentencepiece_model, text, shown_as=sentencepiece_model)  # a sound file passes
