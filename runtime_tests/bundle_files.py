@@ -30,8 +30,8 @@ def _check_runtime_entry(manifest: Manifest, where: Path) -> None:
         known = ", ".join(f"{r} ({' or '.join(layouts)})" for r, layouts in RUNTIMES.items())
         raise ConfigError(f"{where}: runtime {rt.runtime!r} with layout {rt.layout!r} is not one llamaport checks "
                           f"(known: {known}); rebuild the bundle")
-    unknown = [r for r in rt.runners if r not in DRIVERS]
-    if unknown or not rt.runners:
+    unknown = [r for r in rt.runners if r not in DRIVERS]  # none at all: a bundle no runner here runs (CoreML)
+    if unknown:
         raise ConfigError(f"{where}: runtime.runners {list(rt.runners)} must name known runners ({', '.join(DRIVERS)})")
     listed = {e.path for e in manifest.files}
     named = [(f"runtime.{k}", getattr(rt, k)) for k in RUNTIME_PATHS if getattr(rt, k) is not None]

@@ -99,3 +99,14 @@ def test_spoiled_report_is_refused_by_compare(case, checked, tmp_path):
     (tmp_path / "report.json").write_text(json.dumps(data))
     assert_refused(invoke(["compare", "{tmp}/report.json", folder, "--out", "{tmp}/out"], tmp_path), tmp_path / "out",
                    "report.json", *needles)
+
+
+def test_a_bundle_no_runner_here_runs_is_not_refused_for_naming_none(bundle, tmp_path):
+    """CoreML bundles list no runners (nothing here runs them): verification accepts the empty list, refuses only
+    a name it does not know."""
+    from llamaport.runtime_tests.bundle_files import verify_bundle
+
+    spoiled = tmp_path / "bundle"
+    shutil.copytree(bundle(DEFAULT_MODEL, RECIPE).bundle, spoiled)
+    _manifest(_set("runtime", "runners", value=[]))(spoiled)
+    assert verify_bundle(spoiled).runtime.runners == ()
