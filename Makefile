@@ -37,3 +37,5 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/gptq_vs_rounding.py
 	$(BIN)/python bench/executorch_recipe_parity.py
 	$(BIN)/python bench/golden_kld_exactness.py
+	$(BIN)/python bench/build_memory.py
+	$(BIN)/python bench/kv_cache_int8.py

@@ -3,6 +3,7 @@ state dict in Hugging Face names and RoPE layout, so transformers' LlamaForCausa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,8 @@ class TokenizerFile:
 @dataclass
 class LlamaCheckpoint:
     config: dict  # LlamaConfig keyword arguments
-    state_dict: dict[str, torch.Tensor]  # HF names, HF (rotate-half) q/k layout, fp32
+    # HF names, HF (rotate-half) q/k layout, fp32; for large files a LazyWeights, read on each access
+    state_dict: Mapping[str, torch.Tensor]
     tokenizer: TokenizerFile
     source_format: str  # "hf" | "meta" | "llama2c"
     source_files: list[Path] = field(default_factory=list)
@@ -166,9 +168,12 @@ def expected_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_state_dict(cfg: dict, sd: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:
+def check_state_dict(cfg: dict, sd: Mapping[str, torch.Tensor], origin: str) -> Mapping[str, torch.Tensor]:
     """Every expected weight present, of a floating-point type, finite, with the shape the config implies;
-    returned as fp32."""
+    returned as fp32. Lazily read weights (LazyWeights) are read one tensor at a time for the checks and
+    stay lazy: what is returned reads them again, in fp32, when a stage asks."""
+    from llamaport.compile.lazy_weights import LazyWeights
+
     # The layer count first, by the weights' own names: a config claiming 2**31 layers must not make a
     # 2**31-entry table of expected names (an out-of-memory kill) before it is refused.
     indices = {int(k.split(".")[2]) for k in sd if k.startswith("model.layers.") and k.split(".")[2].isdigit()}
@@ -179,20 +184,25 @@ def check_state_dict(cfg: dict, sd: dict[str, torch.Tensor], origin: str) -> dic
     missing = sorted(set(expected) - set(sd))
     if missing:
         raise ConfigError(f"{origin}: missing weights {missing[:3]}{' ...' if len(missing) > 3 else ''}")
-    for name, shape in expected.items():
-        t = sd[name]
-        if not isinstance(t, torch.Tensor):
-            raise ConfigError(f"{origin}: {name} is a {type(t).__name__}, not a tensor")
-        if tuple(t.shape) != shape:
-            raise ConfigError(f"{origin}: {name} has shape {tuple(t.shape)}, the config implies {shape}")
-        if not t.is_floating_point():
-            raise ConfigError(f"{origin}: {name} is {str(t.dtype).removeprefix('torch.')}; llamaport reads floating-point "
-                              "weights (fp32, fp16, bf16): dequantize the checkpoint first")
+    lazy = isinstance(sd, LazyWeights)
     out = {}
-    for name in expected:
-        out[name] = t = sd[name].to(torch.float32).contiguous()
-        # The sum is finite for any finite tensor short of overflow: one pass, no tensor-sized mask unless it is not.
-        if not torch.isfinite(t.sum()) and (bad := int((~torch.isfinite(t)).sum())):
-            raise ConfigError(f"{origin}: {name} holds {bad} NaN or infinite values; the file is corrupt (fetch it "
-                              "again) or was saved from a run that diverged")
-    return out
+    for name, shape in expected.items():
+        t = sd.raw(name) if lazy else sd[name]
+        _check_tensor(t, name, shape, origin)
+        if not lazy:
+            out[name] = sd[name].to(torch.float32).contiguous()
+    return sd.only(expected) if lazy else out
+
+
+def _check_tensor(t, name: str, shape: tuple[int, ...], origin: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise ConfigError(f"{origin}: {name} is a {type(t).__name__}, not a tensor")
+    if tuple(t.shape) != shape:
+        raise ConfigError(f"{origin}: {name} has shape {tuple(t.shape)}, the config implies {shape}")
+    if not t.is_floating_point():
+        raise ConfigError(f"{origin}: {name} is {str(t.dtype).removeprefix('torch.')}; llamaport reads floating-point "
+                          "weights (fp32, fp16, bf16): dequantize the checkpoint first")
+    # The sum is finite for any finite tensor short of overflow: one pass, no tensor-sized mask unless it is not.
+    if not torch.isfinite(t.sum(dtype=torch.float32)) and (bad := int((~torch.isfinite(t)).sum())):
+        raise ConfigError(f"{origin}: {name} holds {bad} NaN or infinite values; the file is corrupt (fetch it "
+                          "again) or was saved from a run that diverged")

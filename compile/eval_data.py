@@ -47,16 +47,27 @@ def _word_prefix(tok, text: str, max_tokens: int) -> tuple[str, list[int]]:
     return best
 
 
-def build_eval_set(tok, text_path: Path | None, context_len: int, windowed: bool = False) -> EvalSet:
-    from llamaport.runtime_tests.tokenizer import encode
-
-    path = Path(text_path) if text_path else DEFAULT_EVAL_TEXT
+def _lines(path: Path) -> list[str]:
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read eval text ({e})") from e
     if not lines:
         raise ConfigError(f"{path}: eval text is empty")
+    return lines
+
+
+def eval_texts(path: Path) -> list[str]:
+    """Every text the eval set encodes: the whole text as one line, then each line (the prompts are lines)."""
+    lines = _lines(path)
+    return [" ".join(lines), *lines]
+
+
+def build_eval_set(tok, text_path: Path | None, context_len: int, windowed: bool = False) -> EvalSet:
+    from llamaport.runtime_tests.tokenizer import encode
+
+    path = Path(text_path) if text_path else DEFAULT_EVAL_TEXT
+    lines = _lines(path)
     text = " ".join(lines)
     # A windowed program reads any length in windows of its context; others read at most their context.
     ids = encode(tok, text, bos=True)[: EVAL_TOKENS if windowed else min(EVAL_TOKENS, context_len)]

@@ -33,20 +33,34 @@ def full_reference(ckpt: LlamaCheckpoint, eval_set: EvalSet) -> Reference:
 def quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet, context_len: int,
                             artifact=None, plan=None) -> tuple[torch.Tensor, list[list[int]]]:
     """ExecuTorch's Llama with the scheme (and a calibrated plan) applied by torchao, in eager (the artifact
-    is not needed)."""
+    is not needed), its weights dequantized once (quantize.dequantized_once: the same numbers) and its KV
+    cache on: one teacher-forced pass per window, then greedy runs one token a step, as the full reference."""
     from llamaport.compile.exporters.executorch import quantized_eager
+    from llamaport.quantize.dequantized_once import dequantize_once_
 
-    model = quantized_eager(ckpt, scheme, context_len, full_logits=True, plan=plan)
-    logits = torch.cat([model(torch.tensor([w]))[0].float() for w in eval_set.windows()])
-    runs = []
-    for prompt in eval_set.prompts:  # no KV cache in this model: each step rereads the whole sequence
-        seq = list(prompt)
-        for _ in range(eval_set.greedy_tokens):
-            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
-        runs.append(seq[len(prompt):])
+    from llamaport.runtime_tests.device.native_logs import native_stderr_quiet
+
+    model = dequantize_once_(quantized_eager(ckpt, scheme, context_len, full_logits=True, plan=plan, kv_cache=True))
+    with native_stderr_quiet():  # the int8 KV cache's SDPA kernel logs a line per call ("No temp allocator")
+        logits = torch.cat([_forward(model, w, 0)[0].float() for w in eval_set.windows()])
+        runs = [_cached_greedy(model, p, eval_set.greedy_tokens) for p in eval_set.prompts]
     del model
     gc.collect()
     return logits, runs
+
+
+def _forward(model, tokens: list[int], start: int) -> torch.Tensor:
+    return model(torch.tensor([tokens]), {"input_pos": torch.tensor([start])})
+
+
+def _cached_greedy(model, prompt: list[int], new_tokens: int) -> list[int]:
+    """Exactly `new_tokens` argmax tokens; each prompt starts at position 0, over whatever an earlier
+    sequence left in the cache (attention reads only positions up to the current one)."""
+    logits, tokens = _forward(model, prompt, 0), []
+    for step in range(new_tokens):
+        tokens.append(int(logits[0, -1].argmax()))
+        logits = _forward(model, tokens[-1:], len(prompt) + step)
+    return tokens
 
 
 def assemble_golden(eval_set: EvalSet, full: Reference, q_logits: torch.Tensor, q_greedy: list[list[int]]) -> Golden:

@@ -53,21 +53,30 @@ def hf_to_meta(sd: dict[str, torch.Tensor], cfg: dict, permute_rope: bool = True
     return out
 
 
-def meta_to_hf(sd: dict[str, torch.Tensor], cfg: dict) -> dict[str, torch.Tensor]:
+def meta_to_hf_names(names, cfg: dict) -> dict[str, str]:
+    """HF name -> Meta name for every weight among `names` (llama2.c's rope tables and the like left out)."""
     top = {v: k for k, v in _TOP_NAMES.items()}
     layer = {v: k for k, v in _LAYER_NAMES.items()}
     out = {}
-    for name, w in sd.items():
+    for name in names:
         if name in top:
-            out[top[name]] = w
+            out[top[name]] = name
             continue
         if not name.startswith("layers."):
             continue  # e.g. llama2.c's rope tables: recomputed, not weights
         _, idx, suffix = name.split(".", 2)
-        if suffix not in layer:
-            continue
-        heads = _heads_for(suffix, cfg)
-        out[f"model.layers.{idx}.{layer[suffix]}"] = w if heads is None else meta_to_hf_rope(w, heads)
+        if suffix in layer:
+            out[f"model.layers.{idx}.{layer[suffix]}"] = name
     if cfg["tie_word_embeddings"]:
         out.pop("lm_head.weight", None)
     return out
+
+
+def to_hf_rope(hf_name: str, w: torch.Tensor, cfg: dict) -> torch.Tensor:
+    """A Meta-layout tensor in HF layout: q/k rows back to rotate-half, anything else as it is."""
+    heads = _heads_for(hf_name, cfg)
+    return w if heads is None else meta_to_hf_rope(w, heads)
+
+
+def meta_to_hf(sd: dict[str, torch.Tensor], cfg: dict) -> dict[str, torch.Tensor]:
+    return {hf: to_hf_rope(hf, sd[meta], cfg) for hf, meta in meta_to_hf_names(sd, cfg).items()}

@@ -10,11 +10,11 @@ from llamaport.runtime_tests.manifest import (GOLDEN_PATH, MANIFEST, MANIFEST_SC
                                               RecipeInfo, SourceInfo)
 
 
-def recipe_info(recipe) -> RecipeInfo:
+def recipe_info(recipe, chosen_by: str | None = None) -> RecipeInfo:
     s = recipe.scheme
     return RecipeInfo(id=recipe.id, exporter=recipe.exporter, backend=recipe.backend, runtime=recipe.runtime,
                       scheme=s.id, full_precision=s.linear_kinds() == {"fp32"} and s.embedding.bits == 32,
-                      scheme_fields=s.to_dict())
+                      scheme_fields=s.to_dict(), chosen_by=chosen_by)
 
 
 def _golden_info(build) -> GoldenInfo:
@@ -31,10 +31,12 @@ def _golden_info(build) -> GoldenInfo:
 
 
 def _source_info(build) -> SourceInfo:
-    ckpt = build.checkpoint
+    ckpt, conversion = build.checkpoint, build.tokenizer_conversion
+    tok = conversion.source if conversion is not None else ckpt.tokenizer  # the source's own file
     return SourceInfo(format=ckpt.source_format, path=str(Path(build.request.model).resolve()),
-                      files=tuple(file_entry(p) for p in ckpt.source_files), tokenizer_kind=ckpt.tokenizer.kind,
-                      tokenizer=file_entry(ckpt.tokenizer.path))
+                      files=tuple(file_entry(p) for p in ckpt.source_files), tokenizer_kind=tok.kind,
+                      tokenizer=file_entry(tok.path),
+                      tokenizer_converted=conversion.describe() if conversion is not None else None)
 
 
 def assemble_manifest(build) -> Manifest:
@@ -42,6 +44,6 @@ def assemble_manifest(build) -> Manifest:
     files = tuple(file_entry(p, staging) for p in sorted(staging.rglob("*")) if p.is_file() and p.name != MANIFEST)
     return Manifest(
         schema_version=MANIFEST_SCHEMA_VERSION, created=now_utc(), llamaport_version=metadata.version("llamaport"),
-        source=_source_info(build), recipe=recipe_info(build.recipe), target=build.target, model=build.model_facts,
+        source=_source_info(build), recipe=recipe_info(build.recipe, build.recipe_chosen_by), target=build.target, model=build.model_facts,
         runtime=build.runtime_entry, lowering=build.exported.lowering, golden=_golden_info(build),
         accuracy=build.accuracy, versions=package_versions(), timings_s=dict(build.timings), files=files)

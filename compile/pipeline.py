@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
-from llamaport.compile import stages
+from llamaport.compile import heap, stages
 from llamaport.errors import LlamaportError, StageError
 from llamaport.quantize import Recipe
 from llamaport.targets import Target
@@ -52,13 +52,15 @@ class BuildRequest:
 @dataclass
 class Build:
     request: BuildRequest
-    recipe: Recipe | None = None  # plan
+    recipe: Recipe | None = None  # plan (a large embedding may change the target's default in checkpoint)
+    recipe_chosen_by: str | None = None  # plan / checkpoint: what the manifest says chose the recipe
     target: Target | None = None  # plan
     source_format: str | None = None  # plan
     checkpoint: LlamaCheckpoint | None = None  # checkpoint
     context_len: int | None = None  # checkpoint
     staging: Path | None = None  # checkpoint: the bundle folder being written (beside --out)
     model_facts: ModelFacts | None = None  # checkpoint
+    tokenizer_conversion: object = None  # checkpoint: a tokenizer.model converted to tokenizer.json (ONNX)
     tokenizer: object = None  # checkpoint: the bundle's tokenizer through pytorch_tokenizers (the device's ids)
     eval_set: EvalSet | None = None  # checkpoint (encoded with the tokenizer)
     calibration: object = None  # checkpoint: the CalibrationSet of a calibrated recipe
@@ -84,7 +86,7 @@ class Build:
         r = self.request
         return {"model": str(r.model), "source_format": self.source_format, "recipe": self.recipe.id,
                 "target": self.target.name, "targets_file": str(r.targets_file) if r.targets_file else None,
-                "out": str(r.out), "max_seq_len": r.max_seq_len, "eval_text": str(r.eval_text) if r.eval_text else None,
+                "recipe_chosen_by": self.recipe_chosen_by, "out": str(r.out), "max_seq_len": r.max_seq_len, "eval_text": str(r.eval_text) if r.eval_text else None,
                 "calibration_text": str(r.calibration_text) if r.calibration_text else None,
                 "calibration_samples": r.calibration_samples,
                 "recipe_fields": self.recipe.to_dict(), "target_fields": self.target.to_dict()}
@@ -128,9 +130,11 @@ def _run_stage(build: Build, stage: Stage, progress: ProgressFn) -> None:
 def run_build(request: BuildRequest, progress: ProgressFn = lambda *a: None, until: str | None = None) -> Build:
     """Run STAGES in order (up to and including `until`). Whatever fails, nothing half-written is left."""
     build = Build(request)
+    heap.pin_mmap_threshold()  # freed weights go back to the system: a stage's peak is its own (compile.heap)
     try:
         for stage in STAGES:
             _run_stage(build, stage, progress)
+            heap.trim()
             if stage.name == until:
                 break
     finally:

@@ -21,7 +21,10 @@ def proxy_logits(ckpt: LlamaCheckpoint, scheme: QuantScheme, plan: QuantPlan, ru
     if runtime == "executorch":
         from llamaport.compile.exporters.executorch import quantized_eager
 
-        model = quantized_eager(ckpt, scheme, context_len, full_logits=True, plan=plan if scheme.calibrated else None)
+        from llamaport.quantize.dequantized_once import dequantize_once_
+
+        model = dequantize_once_(quantized_eager(ckpt, scheme, context_len, full_logits=True,
+                                                 plan=plan if scheme.calibrated else None))
         return torch.cat([model(torch.tensor([w]))[0].float() for w in windows])
     model = _onnx_grid_model(ckpt, scheme, plan)
     return torch.cat([model(torch.tensor([w])).logits[0].float() for w in windows])

@@ -16,7 +16,7 @@ from llamaport.runtime_tests.manifest import ACCURACY_PATH, APP_FOLDER, CHECK_FO
 def plan(build) -> None:
     """Ids, the recipe-target fit, the source format and the output folder: no weights read."""
     from llamaport.compile.pipeline import DEFAULT_RECIPE
-    from llamaport.compile.sources import detect_format
+    from llamaport.compile.sources import detect_format, embedding_shape
     from llamaport.quantize import check_recipe_runs_on, resolve_recipe
     from llamaport.targets import resolve_target
 
@@ -25,6 +25,7 @@ def plan(build) -> None:
     if request.recipe is not None and not request.recipe.strip():
         raise ConfigError("--recipe is empty; give a recipe id (see `llamaport recipes`) or leave it out for the target's")
     build.recipe = resolve_recipe(request.recipe or build.target.default_recipe or DEFAULT_RECIPE, build.target)
+    build.recipe_chosen_by = "--recipe" if request.recipe else f"target {build.target.name}'s default"
     check_recipe_runs_on(build.recipe, build.target)
     if build.recipe.exporter == "executorch-qnn":  # before any QNN code, which would try to download its SDK
         from llamaport.compile.exporters.qnn import check_sdk
@@ -41,6 +42,9 @@ def plan(build) -> None:
         raise ConfigError(f"--out {out}: holds files but no {MANIFEST}, so it is not a bundle --overwrite may replace; "
                           "choose another --out")
     build.source_format = detect_format(Path(request.model))
+    shape = embedding_shape(Path(request.model), build.source_format)
+    if shape is not None:
+        _default_for_large_embedding(build, *shape)
     _plan_calibration(build)
 
 
@@ -90,16 +94,19 @@ def checkpoint(build) -> None:
     bundle's tokenizer written first (the eval ids come from the bundle's own file)."""
     from llamaport.compile.model_facts import model_facts
     from llamaport.compile.sources import load_checkpoint
+    from llamaport.compile.tokenizer_convert import CONVERTIBLE
     from llamaport.compile.tokenizer_files import bundle_tokenizer_path, copy_into_bundle
     from llamaport.quantize.torchao_map import check_group_sizes
 
     ckpt = load_checkpoint(Path(build.request.model))
+    _default_for_large_embedding(build, ckpt.config["vocab_size"], ckpt.config["hidden_size"])
     check_group_sizes(build.recipe.scheme, _layer_widths(ckpt.config))
     if build.recipe.runtime == "onnxruntime":
         from llamaport.compile.exporters.hf_folder_out import check_onnx_tokenizer
         from llamaport.quantize.onnx_map import check_block_counts
 
-        check_onnx_tokenizer(ckpt)
+        if ckpt.tokenizer.kind not in CONVERTIBLE:  # sentencepiece and tiktoken become tokenizer.json below
+            check_onnx_tokenizer(ckpt)
         check_block_counts(build.recipe.scheme, _layer_widths(ckpt.config))
     context_len = _context_len(build, ckpt.config)
     _check_memory_budget(build, ckpt.config, context_len)
@@ -108,10 +115,12 @@ def checkpoint(build) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     build.staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     (build.staging / APP_FOLDER).mkdir()
-    copy_into_bundle(ckpt, build.staging / APP_FOLDER)
     from llamaport.compile.eval_data import DEFAULT_EVAL_TEXT, build_eval_set
 
     eval_text = Path(build.request.eval_text or DEFAULT_EVAL_TEXT)
+    if build.recipe.runtime == "onnxruntime" and ckpt.tokenizer.kind in CONVERTIBLE:
+        build.checkpoint = ckpt = _tokenizer_json(build, ckpt, eval_text)
+    copy_into_bundle(ckpt, build.staging / APP_FOLDER)
     build.tokenizer = _bundle_tokenizer(build.staging / bundle_tokenizer_path(ckpt), ckpt, eval_text)
     build.model_facts = model_facts(ckpt, context_len)
     # The eval set is a few thousand ids, encoded here so that ids without an embedding row are refused
@@ -120,6 +129,34 @@ def checkpoint(build) -> None:
                                     build.recipe.capabilities.windowed)
     _check_ids_have_rows(build)
     build.calibration = _calibration_set(build)  # tokenized text too: refused here, before any forward pass
+
+
+def _default_for_large_embedding(build, vocab: int, width: int) -> None:
+    """Without --recipe, a model whose fp32 embedding table exceeds the target's large_embedding_mb builds the
+    target's large_embedding_recipe (the embedding quantized); the manifest's recipe.chosen_by says so. Decided
+    in `plan` from the config where it tells the shape, and again (the same rule) once the weights are read."""
+    from llamaport.quantize import check_recipe_runs_on, resolve_recipe
+
+    target = build.target
+    table_mb = vocab * width * 4 / 2 ** 20
+    if build.request.recipe or target.large_embedding_recipe is None or table_mb <= target.large_embedding_mb:
+        return
+    build.recipe = resolve_recipe(target.large_embedding_recipe, target)
+    check_recipe_runs_on(build.recipe, target)
+    build.recipe_chosen_by = (f"target {target.name}'s default for large embeddings: the fp32 table would be "
+                              f"{table_mb:,.0f} MB ({vocab} x {width}), above large_embedding_mb {target.large_embedding_mb}")
+
+
+def _tokenizer_json(build, ckpt, eval_text: Path):
+    """A sentencepiece or tiktoken tokenizer.model as tokenizer.json in the bundle's model/ folder, for ONNX
+    runtimes, kept only if it encodes the eval text to the original's ids (compile.tokenizer_convert)."""
+    from llamaport.compile.eval_data import eval_texts
+    from llamaport.compile.tokenizer_convert import convert_for_onnx
+    from llamaport.compile.tokenizer_guard import probe_in_child
+
+    probe_in_child(ckpt.tokenizer.path, eval_text, shown_as=ckpt.tokenizer.path)  # the original, read in-process next
+    converted, build.tokenizer_conversion = convert_for_onnx(ckpt, build.staging / APP_FOLDER, eval_texts(eval_text))
+    return converted
 
 
 def _bundle_tokenizer(path: Path, ckpt, eval_text: Path):
@@ -229,12 +266,13 @@ def layer_records(build) -> tuple:
     from llamaport.quantize.plan import hf_linears
     from llamaport.runtime_tests.manifest import LayerQuant
 
-    sd = build.checkpoint.state_dict
+    from llamaport.compile.checkpoint import expected_shapes
+
+    shapes = expected_shapes(build.checkpoint.config)  # from the config: reading a weight for its shape reads it all
     records = []
     for u in build.quant_plan.units:
         name = hf_linears(u.unit)[0] + ".weight"
-        weight = sd.get(name, sd.get("model.embed_tokens.weight"))  # a tied output layer is the embedding
-        width = int(weight.shape[1])
+        width = shapes.get(name, shapes["model.embed_tokens.weight"])[1]  # a tied output layer is the embedding
         group = u.quant.group_size
         padded = -(-width // group) * group if group and width % group else None
         records.append(LayerQuant(unit=u.unit, quant=u.quant.id, in_features=width, padded_to=padded,

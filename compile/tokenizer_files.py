@@ -80,12 +80,12 @@ def copy_into_bundle(ckpt, model_dir: Path) -> list[Path]:
     dest = model_dir / BUNDLE_NAMES[tok.kind]
     if tok.kind == "llama2c":
         _llama2c_with_header(tok.path, dest, ckpt.bos_id, ckpt.eos_ids[0], ckpt.config["vocab_size"])
-    else:
+    elif tok.path.resolve() != dest.resolve():  # a converted tokenizer.json is written in place
         shutil.copyfile(tok.path, dest)
     written = [dest]
     for name in COMPANIONS:
         src = tok.path.parent / name
-        if src.is_file():
+        if src.is_file() and src.resolve() != (model_dir / name).resolve():
             shutil.copyfile(src, model_dir / name)
             written.append(model_dir / name)
     return written

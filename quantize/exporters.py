@@ -46,25 +46,30 @@ def _rounding_ours_or_default(s: QuantScheme) -> bool:
     return s.algorithms() <= {"gptq"}
 
 
+def _fp32_kv_cache(s: QuantScheme) -> bool:
+    """Only ExecuTorch's XNNPACK path has an int8 KV cache (its quantized KV cache and SDPA custom ops)."""
+    return s.kv_cache == 32
+
+
 def _executorch_builds(s: QuantScheme) -> bool:
     return _cpu_float(s) and _rounding_ours_or_default(s)  # see quantize.torchao_map
 
 
 def _ethos_u_builds(s: QuantScheme) -> bool:
-    return s.static and s.compute == "fp32"
+    return s.static and s.compute == "fp32" and _fp32_kv_cache(s)
 
 
 def _coreml_builds(s: QuantScheme) -> bool:
     """CoreML runs fp16; weights stay fp16 or are palettized/linearly quantized to 8 or 4 bits by coremltools."""
     body, head = s.linear, s.output_quant
     return (s.compute == "fp16" and body.kind in ("fp32", "8w", "4w") and head == body and not s.algorithms()
-            and s.embedding.bits == 32 and not s.keep8)
+            and s.embedding.bits == 32 and not s.keep8 and _fp32_kv_cache(s))
 
 
 def _vulkan_builds(s: QuantScheme) -> bool:
     body, head = s.linear, s.output_quant
     return _cpu_float(s) and body.kind in ("fp32", "8da4w") and head == body and not s.algorithms() \
-        and s.embedding.bits == 32 and not s.keep8
+        and s.embedding.bits == 32 and not s.keep8 and _fp32_kv_cache(s)
 
 
 def _onnx_embedding_fits(s: QuantScheme) -> bool:
@@ -80,7 +85,7 @@ def _ort_genai_builds(s: QuantScheme) -> bool:
     8-bit units of a mixed-precision plan are written into its MatMulNBits afterwards (quantize.onnx_grid)."""
     body, head = s.linear, s.output_quant
     return (_cpu_float(s) and body.kind in ("fp32", "4w", "8da4w") and _rounding_ours_or_default(s) and _onnx_embedding_fits(s)
-            and (head == body or head.kind == "fp32"))
+            and (head == body or head.kind == "fp32") and _fp32_kv_cache(s))
 
 
 def _optimum_onnx_builds(s: QuantScheme) -> bool:
@@ -88,7 +93,7 @@ def _optimum_onnx_builds(s: QuantScheme) -> bool:
     body, head = s.linear, s.output_quant
     return (_cpu_float(s) and body.kind in ("fp32", "4w", "8da4w", "8da8w") and _onnx_embedding_fits(s)
             and "gptq" not in s.algorithms() and not s.keep8
-            and (head == body or head.kind == "fp32"))
+            and (head == body or head.kind == "fp32") and _fp32_kv_cache(s))
 
 
 EXPORTERS: dict[str, Exporter] = {e.id: e for e in (

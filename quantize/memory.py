@@ -1,5 +1,5 @@
 """The runtime memory a bundle will need, estimated from the model's shape and the scheme before any
-weight is read: weights as stored, the fp32 KV cache at the context length, and the activations of one
+weight is read: weights as stored, the KV cache (fp32 or int8) at the context length, and the activations of one
 full-context prefill. A target's memory_budget_mb is checked against it."""
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def estimate_runtime_memory(cfg: dict, scheme: QuantScheme, context_len: int) ->
                + vocab * h * _embedding_bytes_per_weight(scheme.embedding) + (2 * layers + 1) * h * 4)
     if not cfg["tie_word_embeddings"] or scheme.output_quant != LinearQuant():
         weights += vocab * h * _linear_bytes_per_weight(scheme.output_quant)
-    kv_cache = 2 * layers * kv * hd * context_len * 4
+    # fp32 entries, or int8 ones with an fp32 scale and an int8 zero point per token and head (ExecuTorch's layout)
+    per_token_head = hd * 4 if scheme.kv_cache == 32 else hd + 4 + 1
+    kv_cache = 2 * layers * kv * context_len * per_token_head
     # one layer's hidden states, MLP and attention scores for a full-context prefill, plus the logits
     activations = context_len * (4 * h + 2 * inter) * 4 + heads * context_len * context_len * 4 + vocab * 4
     return MemoryEstimate(int(weights), kv_cache, activations)

@@ -17,6 +17,9 @@ STATIC_KINDS = ("8a8w", "16a8w")
 # The dtype the float parts of the graph compute in: fp16 for backends that run half precision (CoreML).
 COMPUTE_DTYPES = ("fp32", "fp16")
 EMBEDDING_BITS = (32, 8, 4)
+# The KV cache: fp32, or int8 per token with a scale and zero point each (ExecuTorch's quantized KV cache,
+# export_llama's --quantize_kv_cache: a quarter of the cache bytes, read by its quantized SDPA op).
+KV_CACHE_BITS = (32, 8)
 # How weights are rounded, where the id names it. Without one, each path uses its own default: torchao's
 # (HQQ scale-only for 8da*w, round-to-nearest otherwise) or onnxruntime's symmetric blockwise RTN (MLAS).
 # "rtn" is onnxruntime's asymmetric RTN with zero points, "hqq" its HQQ: both ONNX-only. "gptq" rounds
@@ -87,8 +90,11 @@ class QuantScheme:
     # Mixed precision chosen by sensitivity: the `keep8` linear units (quantize.plan.UNITS) whose 4-bit
     # rounding alone costs the most KL divergence on calibration text stay at 8 bits; the rest are 4-bit.
     keep8: int = 0
+    kv_cache: int = 32  # bits of the KV cache entries (KV_CACHE_BITS)
 
     def __post_init__(self):
+        if self.kv_cache not in KV_CACHE_BITS:
+            raise ConfigError(f"kv_cache bits must be one of {KV_CACHE_BITS}, got {self.kv_cache}")
         if self.compute not in COMPUTE_DTYPES:
             raise unknown_id("compute dtype", self.compute, COMPUTE_DTYPES)
         if self.keep8 < 0:
@@ -126,6 +132,8 @@ class QuantScheme:
             parts.append(self.embedding.id)
         if self.compute != "fp32":
             parts = [self.compute] if parts == ["fp32"] else parts + [self.compute]
+        if self.kv_cache != 32:
+            parts.append(f"kv{self.kv_cache}")
         return "-".join(parts)
 
     def linear_kinds(self) -> set[str]:
@@ -170,6 +178,10 @@ SCHEMES: dict[str, QuantScheme] = _named(
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32)),
     QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(8)),
     QuantScheme(LinearQuant("8w"), embedding=EmbeddingQuant(8)),
+    # int8 KV cache, for long contexts: beside the default linears, with and without the large-vocabulary embedding
+    QuantScheme(kv_cache=8),
+    QuantScheme(LinearQuant("8da4w", 32), kv_cache=8),
+    QuantScheme(LinearQuant("8da4w", 32), embedding=EmbeddingQuant(4, 32), kv_cache=8),
     QuantScheme(LinearQuant("8a8w")),  # NPUs: calibrated int8 activations and weights
     QuantScheme(LinearQuant("16a8w")),  # Ethos-U85: 16-bit activations, int8 weights
     QuantScheme(compute="fp16"),  # CoreML: half precision throughout ...

@@ -38,6 +38,7 @@ class SourceInfo:
     files: tuple[FileEntry, ...]
     tokenizer_kind: str  # hf_json | sentencepiece | tiktoken | llama2c
     tokenizer: FileEntry
+    tokenizer_converted: str | None = None  # how a tokenizer.model became the bundle's tokenizer.json (ONNX)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class RecipeInfo:
     scheme: str  # the scheme id, e.g. 8da4w-g32
     full_precision: bool  # fp32 linears and embedding: the baseline other builds are timed against
     scheme_fields: dict  # the scheme as quantize.QuantScheme.to_dict gives it, for people and rebuilds
+    chosen_by: str | None = None  # why this recipe: --recipe, the target's default, or its large-embedding default
 
 
 @dataclass(frozen=True)

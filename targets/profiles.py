@@ -96,6 +96,11 @@ class Target:
     memory_bandwidth_gb_s: float | None = None
     default_recipe: str | None = None  # what `llamaport build --target NAME` builds without --recipe
     npu: NpuConfig | None = None  # for NPU backends: what the NPU compiler targets
+    # Large vocabularies: without --recipe, a model whose fp32 embedding table is larger than
+    # large_embedding_mb builds large_embedding_recipe instead (its embedding quantized, as ExecuTorch's
+    # Llama 3.2 recipes do: a 128k x 2048 table is 1 GB of a 1.75 GB bundle in fp32).
+    large_embedding_recipe: str | None = None
+    large_embedding_mb: int | None = None
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
@@ -125,8 +130,11 @@ class Target:
             if kind not in primary.executes:
                 raise ConfigError(f"'linear_schemes' names {kind!r}, which {primary.id} does not "
                                   f"execute; it runs {list(primary.linear_schemes)}")
+        if (self.large_embedding_recipe is None) != (self.large_embedding_mb is None):
+            raise ConfigError("'large_embedding_recipe' and 'large_embedding_mb' go together: give both or neither")
         for name, value in (("memory_budget_mb", self.memory_budget_mb), ("default_context_len", self.default_context_len),
-                            ("memory_bandwidth_gb_s", self.memory_bandwidth_gb_s or 1)):
+                            ("memory_bandwidth_gb_s", self.memory_bandwidth_gb_s or 1),
+                            ("large_embedding_mb", 1 if self.large_embedding_mb is None else self.large_embedding_mb)):
             if value <= 0:
                 raise ConfigError(f"'{name}' must be positive, got {value}")
 
@@ -159,6 +167,11 @@ class Target:
         return from_dict(cls, d, origin)
 
 
+# Above this an fp32 embedding table is quantized by the CPU targets' defaults (4-bit, groups of 32, as
+# ExecuTorch's XNNPACK Llama recipe `-E 4,32`): 64 MB is 16.8M entries, so stories110M (94 MB),
+# SmolLM-135M (108 MB) and every Llama 3 (128k rows) are quantized, the bundled model (128 KB) is not.
+LARGE_EMBEDDING_MB = 64
+
 # The floor every XNNPACK phone build must clear on the bundle's own eval text.
 _CPU_FLOOR = (Gate("same_top1_pct", min=85.0), Gate("ppl_ratio", max=1.10))
 
@@ -167,14 +180,16 @@ def _xnnpack(name, os_, arch, budget, bandwidth, description):
     return Target(name=name, os=os_, arch=arch, runtime="executorch", backends=("xnnpack", "portable"),
                   memory_budget_mb=budget, default_context_len=512,
                   gates=_CPU_FLOOR, description=description, memory_bandwidth_gb_s=bandwidth,
-                  default_recipe="et-xnnpack-8da4w-g32")
+                  default_recipe="et-xnnpack-8da4w-g32", large_embedding_recipe="et-xnnpack-8da4w-g32-emb4g32",
+                  large_embedding_mb=LARGE_EMBEDDING_MB)
 
 
 def _ort(name, os_, arch, budget, bandwidth, description):
     return Target(name=name, os=os_, arch=arch, runtime="onnxruntime", backends=("cpu",),
                   memory_budget_mb=budget, default_context_len=512,
                   gates=_CPU_FLOOR, description=description, memory_bandwidth_gb_s=bandwidth,
-                  default_recipe="ortgenai-cpu-8da4w-g32")
+                  default_recipe="ortgenai-cpu-8da4w-g32", large_embedding_recipe="ortgenai-cpu-8da4w-g32-emb4g32",
+                  large_embedding_mb=LARGE_EMBEDDING_MB)
 
 
 def _ethos_u(name, npu: NpuConfig, budget_mb, description):

@@ -84,29 +84,79 @@ def other_backend_config(ckpt: LlamaCheckpoint, work: Path, max_seq_len: int):
         shutil.rmtree(inputs, ignore_errors=True)
 
 
+def write_weightless_checkpoint(ckpt: LlamaCheckpoint, path: Path) -> None:
+    """The checkpoint export_llama's loader reads, as meta tensors: every name, shape and dtype (fp32) and no
+    data, so ExecuTorch builds its Llama without a copy of the weights (and skips its random init); the
+    weights are assigned by `assign_weights_`, the first source transform. Writing them out in full made
+    the export hold two fp32 copies (ours and the file's, memory-mapped): 5 GB each for a 1B model."""
+    from llamaport.compile.checkpoint import expected_shapes
+
+    shapes = {n: torch.empty(s, dtype=torch.float32, device="meta") for n, s in expected_shapes(ckpt.config).items()}
+    torch.save(hf_to_meta(shapes, ckpt.config), path)
+
+
+def assign_weights_(model: torch.nn.Module, ckpt: LlamaCheckpoint) -> torch.nn.Module:
+    """Our weights (Meta names and layout) into ExecuTorch's Llama by assignment, no copy; every weight it
+    built from the weightless checkpoint must get one."""
+    weights = hf_to_meta(ckpt.state_dict, ckpt.config)
+    missing, _ = model.load_state_dict(weights, strict=False, assign=True)
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if left:
+        raise ValueError(f"ExecuTorch's Llama has weights llamaport did not assign: {left[:3]}")
+    return model
+
+
 def quantized_eager(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int,
-                    full_logits: bool = False, plan=None) -> torch.nn.Module:
-    """ExecuTorch's Llama (no KV cache) with the scheme applied: the quantized eager model. It returns the
-    last position's logits, or every position's with `full_logits`."""
+                    full_logits: bool = False, plan=None, kv_cache: bool = False) -> torch.nn.Module:
+    """ExecuTorch's Llama with the scheme applied: the quantized eager model. It returns the last position's
+    logits, or every position's with `full_logits`; with `kv_cache` it takes {"input_pos": tensor([start])}."""
     from llamaport.quantize.torchao_map import apply_scheme_
 
-    module = eager_llama(ckpt, max_seq_len, full_logits)
+    module = eager_llama(ckpt, max_seq_len, full_logits, kv_cache=kv_cache)
+    if scheme.kv_cache == 8:
+        if not kv_cache:
+            raise ValueError(f"scheme {scheme.id} quantizes the KV cache: its eager model needs kv_cache=True")
+        module = int8_kv_cache(module)
     with torch.no_grad():
         return apply_scheme_(module, scheme, plan).eval()
 
 
-def eager_llama(ckpt: LlamaCheckpoint, max_seq_len: int, full_logits: bool, hf_rope: bool = False) -> torch.nn.Module:
-    """ExecuTorch's Llama without KV cache, fp32, our weights assigned (no copy): Meta's interleaved q/k
-    layout, or with `hf_rope` ExecuTorch's rotate-half RoPE and the q/k rows left as Hugging Face has them."""
+def int8_kv_cache(module: torch.nn.Module) -> torch.nn.Module:
+    """ExecuTorch's int8 KV cache on its eager Llama, by the source transforms export_llama's
+    --quantize_kv_cache applies, in its order: the custom SDPA and KV-cache ops, then the cache quantized
+    per token (QuantizedKVCache) and read by the quantized SDPA op. The same modules the .pte is exported
+    from, run in eager through the ops' CPU kernels."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers the llama:: ops' eager kernels)
+    from executorch.examples.models.llama.source_transformation.custom_kv_cache import (
+        replace_kv_cache_with_custom_kv_cache, replace_kv_cache_with_quantized_kv_cache)
+    from executorch.examples.models.llama.source_transformation.sdpa import (
+        replace_sdpa_with_custom_op, replace_sdpa_with_quantized_sdpa)
+
+    for transform in (replace_sdpa_with_custom_op, replace_kv_cache_with_custom_kv_cache,
+                      replace_kv_cache_with_quantized_kv_cache, replace_sdpa_with_quantized_sdpa):
+        module = transform(module)
+    return module
+
+
+def eager_llama(ckpt: LlamaCheckpoint, max_seq_len: int, full_logits: bool, hf_rope: bool = False,
+                kv_cache: bool = False) -> torch.nn.Module:
+    """ExecuTorch's Llama in fp32 with our weights assigned (no copy), with or without its eager KV cache:
+    Meta's interleaved q/k layout, or with `hf_rope` ExecuTorch's rotate-half RoPE and the q/k rows left as
+    Hugging Face has them. Parameters are made on the meta device (no random init of weights about to be
+    replaced); buffers (RoPE tables, the cache, masks) are real."""
+    from accelerate import init_empty_weights
     from executorch.examples.models.llama.llama_transformer import construct_transformer
     from executorch.examples.models.llama.model_args import ModelArgs
 
     args = ModelArgs(**meta_params(ckpt.config), max_seq_len=max_seq_len, max_context_len=max_seq_len,
-                     generate_full_logits=full_logits, use_hf_rope=hf_rope)
-    with torch.device("meta"):
+                     generate_full_logits=full_logits, use_hf_rope=hf_rope, use_kv_cache=kv_cache,
+                     enable_dynamic_shape=kv_cache)
+    with init_empty_weights(include_buffers=False):
         module = construct_transformer(args)
     module.load_state_dict(hf_to_meta(ckpt.state_dict, ckpt.config, permute_rope=not hf_rope), strict=False, assign=True)
-    module.rope = type(module.rope)(args)  # its tables were built on the meta device
+    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise ValueError(f"ExecuTorch's Llama left tensors unset: {left[:3]}")
     return module.eval()
 
 
@@ -152,13 +202,15 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
     params = meta_params(ckpt.config)
     inputs = _checkpoint_folder()
     try:
-        torch.save(hf_to_meta(ckpt.state_dict, ckpt.config), inputs / "checkpoint.pth")
+        write_weightless_checkpoint(ckpt, inputs / "checkpoint.pth")
         (inputs / "params.json").write_text(json.dumps(params))
         config = llm_config(inputs, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)
+        config.model.quantize_kv_cache = scheme.kv_cache == 8  # export_llama's --quantize_kv_cache
         et._validate_args(config)
-        manager = et._prepare_for_llama_export(config)  # load + ExecuTorch's SDPA / KV-cache transforms
+        manager = et._prepare_for_llama_export(config)  # ExecuTorch's model + its SDPA / KV-cache transforms
         with torch.no_grad():
-            manager = manager.source_transform([lambda model: apply_scheme_(model, scheme, plan)])
+            manager = manager.source_transform([lambda model: assign_weights_(model, ckpt),
+                                                lambda model: apply_scheme_(model, scheme, plan)])
         exported = manager.export()
         exported.run_canonical_optimizations()
         partitioners = [p for backend in backends for p in PARTITIONERS[backend](scheme)]

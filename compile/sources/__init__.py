@@ -37,3 +37,22 @@ LOADERS = {"hf": f"{_S}.hf_folder:load_hf_folder", "meta": f"{_S}.meta_folder:lo
 
 def load_checkpoint(path: Path) -> LlamaCheckpoint:
     return load_entry(LOADERS[detect_format(Path(path))])(Path(path))
+
+
+def embedding_shape(path: Path, fmt: str) -> tuple[int, int] | None:
+    """(vocab rows, width) of the embedding from the config alone (no weights, no torch: `build --dry-run`
+    decides the large-vocabulary default with it), or None where only the weights tell (llama2.c, Llama 2's
+    params.json vocab_size -1) or the config does not parse (the checkpoint stage says why)."""
+    import json
+
+    names = {"hf": ("config.json", "vocab_size", "hidden_size"), "meta": ("params.json", "vocab_size", "dim")}
+    if fmt not in names:
+        return None
+    file, vocab_key, width_key = names[fmt]
+    try:
+        config = json.loads((Path(path) / file).read_text(encoding="utf-8"))
+        vocab, width = config.get(vocab_key), config.get(width_key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (vocab, width))
+    return (vocab, width) if ok else None

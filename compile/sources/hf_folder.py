@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from llamaport.compile.checkpoint import SUPPORTED_ARCHITECTURES, LlamaCheckpoint, check_state_dict, llama_config
 from llamaport.compile.tokenizer_files import find_tokenizer
 from llamaport.errors import ConfigError
@@ -65,14 +63,11 @@ def _weight_files(folder: Path) -> list[Path]:
     raise ConfigError(f"{folder}: no model.safetensors (or model.safetensors.index.json) found")
 
 
-def _load_safetensors(files: list[Path]) -> dict:
-    sd = {}
-    for f in files:
-        try:
-            sd.update(load_file(f))
-        except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
-            raise ConfigError(f"{f}: cannot read safetensors ({e}); the file may be truncated, fetch it again") from e
-    return sd
+def _load_safetensors(files: list[Path]):
+    """The weights, read lazily (compile.lazy_weights): headers now, each tensor when a stage asks."""
+    from llamaport.compile.lazy_weights import safetensors_weights
+
+    return safetensors_weights(files)
 
 
 def load_hf_folder(folder: Path) -> LlamaCheckpoint:

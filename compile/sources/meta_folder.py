@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
 from llamaport.compile.checkpoint import LlamaCheckpoint, check_state_dict, llama_config
-from llamaport.compile.layout import meta_to_hf
+from llamaport.compile.layout import meta_to_hf, meta_to_hf_names, to_hf_rope
 from llamaport.compile.sources.hf_folder import read_json
 from llamaport.compile.sources.special_ids import special_ids
 from llamaport.compile.tokenizer_files import find_tokenizer
@@ -96,5 +97,16 @@ def load_meta_folder(folder: Path) -> LlamaCheckpoint:
         max_position_embeddings=params.get("max_seq_len", 2048),
         tie_word_embeddings="output.weight" not in meta_sd, bos_token_id=bos, eos_token_id=eos,
     )
-    sd = check_state_dict(cfg, meta_to_hf(meta_sd, cfg), str(shards[0]))
+    sd = check_state_dict(cfg, _hf_weights(meta_sd, shards[0], cfg), str(shards[0]))
     return LlamaCheckpoint(cfg, sd, tok, "meta", [params_path, shards[0]])
+
+
+def _hf_weights(meta_sd: dict, path: Path, cfg: dict):
+    """HF names and layout; read lazily from the file when it is a (memory-mappable) zip, as torch.save
+    writes since PyTorch 1.6; a legacy file is already in memory and is converted as it is."""
+    if not zipfile.is_zipfile(path):
+        return meta_to_hf(meta_sd, cfg)
+    from llamaport.compile.lazy_weights import torch_file_weights
+
+    meta = torch_file_weights(path, list(meta_sd), safe_torch_load)
+    return meta.renamed(meta_to_hf_names(meta_sd, cfg), lambda hf, w: to_hf_rope(hf, w, cfg))

@@ -74,7 +74,7 @@ def build(
 
 def _print_plan(plan: dict) -> None:
     out = _console()
-    for key in ("model", "source_format", "recipe", "target", "out", "max_seq_len", "eval_text", "targets_file",
+    for key in ("model", "source_format", "recipe", "recipe_chosen_by", "target", "out", "max_seq_len", "eval_text", "targets_file",
                 "calibration_text", "calibration_samples"):
         out.print(f"{key:>19}  {plan[key] if plan[key] is not None else '–'}")
 

@@ -35,7 +35,8 @@ def test_help_keeps_its_text_and_names_the_exit_codes():
 def test_recipe_and_target_ids_complete():
     from llamaport.common_cli import _complete_recipe, _complete_target
 
-    assert set(_complete_recipe("et-xnnpack-8da4w-g32-e")) == {"et-xnnpack-8da4w-g32-emb4g32", "et-xnnpack-8da4w-g32-emb8"}
+    assert set(_complete_recipe("et-xnnpack-8da4w-g32-e")) == {"et-xnnpack-8da4w-g32-emb4g32", "et-xnnpack-8da4w-g32-emb8",
+                                                             "et-xnnpack-8da4w-g32-emb4g32-kv8"}
     calibrated = _complete_recipe("et-xnnpack-8da4w-g128-")
     assert {"et-xnnpack-8da4w-g128-gptq", "et-xnnpack-8da4w-g128-gptq-keep8x2", "et-xnnpack-8da4w-g128-emb4g32"} <= set(calibrated)
     assert all(r.startswith("et-xnnpack-8da4w-g128-") for r in calibrated)

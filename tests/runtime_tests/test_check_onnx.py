@@ -62,7 +62,9 @@ def test_onnx_recipes_are_refused_where_they_cannot_run(tmp_path):
 
 
 def test_an_onnx_recipe_refuses_a_tokenizer_onnxruntime_genai_cannot_read(default_checkpoint, tmp_path):
-    """Checked at load, before any export: a ConfigError (exit 2) naming the file and what to put there."""
+    """Checked at load, before any export: a ConfigError (exit 2) naming the file and what to put there. A
+    llama2.c tokenizer.bin has no converter; sentencepiece and tiktoken files are converted
+    (tests/compile/test_tokenizer_convert.py)."""
     import dataclasses
 
     from llamaport.compile.checkpoint import TokenizerFile
@@ -70,7 +72,8 @@ def test_an_onnx_recipe_refuses_a_tokenizer_onnxruntime_genai_cannot_read(defaul
     from llamaport.errors import ConfigError
 
     check_onnx_tokenizer(default_checkpoint)
-    sp = dataclasses.replace(default_checkpoint, tokenizer=TokenizerFile("sentencepiece", tmp_path / "tokenizer.model"))
-    with pytest.raises(ConfigError, match=r"tokenizer.model: ONNX bundles need a Hugging Face tokenizer.json .*reads no sentencepiece"):
-        write_hf_folder(sp, tmp_path / "hf", 256)
+    bin_ = dataclasses.replace(default_checkpoint, tokenizer=TokenizerFile("llama2c", tmp_path / "tokenizer.bin"))
+    with pytest.raises(ConfigError, match=r"tokenizer.bin: ONNX bundles need a Hugging Face tokenizer.json; llamaport "
+                                          r"converts sentencepiece and tiktoken tokenizer.model files, not a llama2c"):
+        write_hf_folder(bin_, tmp_path / "hf", 256)
     assert not (tmp_path / "hf").exists()
