@@ -41,7 +41,8 @@ def quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set
     from llamaport.runtime_tests.device.native_logs import native_stderr_quiet
 
     model = dequantize_once_(quantized_eager(ckpt, scheme, context_len, full_logits=True, plan=plan, kv_cache=True))
-    with native_stderr_quiet():  # the int8 KV cache's SDPA kernel logs a line per call ("No temp allocator")
+    # ExecuTorch 1.5.1's quantized SDPA kernel logs "No temp allocator" per call in eager: quiet until it stops
+    with native_stderr_quiet():
         logits = torch.cat([_forward(model, w, 0)[0].float() for w in eval_set.windows()])
         runs = [_cached_greedy(model, p, eval_set.greedy_tokens) for p in eval_set.prompts]
     del model

@@ -51,7 +51,8 @@ def convert_for_onnx(ckpt: LlamaCheckpoint, folder: Path, texts: list[str]) -> t
 
 def _loadable_without_the_original(config_path: Path) -> None:
     """The saved config asks for add_prefix_space, which makes transformers rebuild the tokenizer from the
-    sentencepiece file (the builder's AutoTokenizer then fails without it); tokenizer.json already holds it."""
+    sentencepiece file (the builder's AutoTokenizer then fails without it); tokenizer.json already holds it.
+    transformers 4.57.6 behaviour: can go when LlamaTokenizerFast stops forcing from_slow for that key."""
     import json
 
     config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -65,6 +66,7 @@ def _from_sentencepiece(path: Path):
     # legacy=True with add_prefix_space: the Prepend + Replace normalizer of Meta's own Llama 2
     # tokenizer.json, which pytorch_tokenizers reads (it has no Metaspace pre-tokenizer, legacy=False's form);
     # without add_prefix_space the converter leaves sentencepiece's dummy prefix out (other first ids).
+    # legacy=True can go when pytorch_tokenizers (1.5.0 here) reads the Metaspace pre-tokenizer.
     return LlamaTokenizerFast(vocab_file=str(path), from_slow=True, legacy=True, add_prefix_space=True,
                               add_bos_token=True, add_eos_token=False)
 

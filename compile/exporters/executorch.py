@@ -99,7 +99,7 @@ def assign_weights_(model: torch.nn.Module, ckpt: LlamaCheckpoint) -> torch.nn.M
     """Our weights (Meta names and layout) into ExecuTorch's Llama by assignment, no copy; every weight it
     built from the weightless checkpoint must get one."""
     weights = hf_to_meta(ckpt.state_dict, ckpt.config)
-    missing, _ = model.load_state_dict(weights, strict=False, assign=True)
+    model.load_state_dict(weights, strict=False, assign=True)
     left = [n for n, p in model.named_parameters() if p.is_meta]
     if left:
         raise ValueError(f"ExecuTorch's Llama has weights llamaport did not assign: {left[:3]}")

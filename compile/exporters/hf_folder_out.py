@@ -1,7 +1,7 @@
 """The normalized checkpoint written back out as a Hugging Face folder (config.json, model.safetensors,
 tokenizer files): what onnxruntime-genai's builder and optimum's exporter read, so Meta and llama2.c
-sources reach them too. The context length becomes max_position_embeddings: it sizes the exported
-RoPE tables and the KV cache the runtime allocates."""
+sources reach them too. The context length becomes max_position_embeddings (at least llama3 rope
+scaling's original_max_position_embeddings): it sizes the exported RoPE tables."""
 
 from __future__ import annotations
 
