@@ -248,7 +248,11 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix=f"lp-bench-{shape}-"))
         try:
             results[shape] = measure(shape, args.runtimes, args.context, root)
-        finally:
+        finally:  # the logs stay beside the JSON (what each tool printed, for a failure or a warning)
+            logs = args.json.parent / f"{args.json.stem}-logs" / shape
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in root.glob("*.log"):
+                shutil.copyfile(log, logs / log.name)
             shutil.rmtree(root, ignore_errors=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -38,15 +38,22 @@ def quantized_eager_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set
     from llamaport.compile.exporters.executorch import quantized_eager
     from llamaport.quantize.dequantized_once import dequantize_once_
 
+    model = dequantize_once_(quantized_eager(ckpt, scheme, context_len, full_logits=True, plan=plan, kv_cache=True))
+    outputs = eager_outputs(model, eval_set)
+    del model
+    gc.collect()
+    return outputs
+
+
+def eager_outputs(model, eval_set: EvalSet) -> tuple[torch.Tensor, list[list[int]]]:
+    """ExecuTorch's eager Llama (KV cache on, every position's logits) on the eval set: one teacher-forced
+    pass per window, then each prompt's greedy run one token a step."""
     from llamaport.runtime_tests.device.native_logs import native_stderr_quiet
 
-    model = dequantize_once_(quantized_eager(ckpt, scheme, context_len, full_logits=True, plan=plan, kv_cache=True))
     # ExecuTorch 1.5.1's quantized SDPA kernel logs "No temp allocator" per call in eager: quiet until it stops
     with native_stderr_quiet():
         logits = torch.cat([_forward(model, w, 0)[0].float() for w in eval_set.windows()])
         runs = [_cached_greedy(model, p, eval_set.greedy_tokens) for p in eval_set.prompts]
-    del model
-    gc.collect()
     return logits, runs
 
 

@@ -9,6 +9,7 @@ plan -> checkpoint -> full_reference (the full model is dropped after it) -> art
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -134,6 +135,9 @@ def run_build(request: BuildRequest, progress: ProgressFn = lambda *a: None, unt
     try:
         for stage in STAGES:
             _run_stage(build, stage, progress)
+            # A stage's models sit in reference cycles (ExecuTorch's export managers, torch.export's graphs):
+            # collected here, not at some later allocation, so the next stage does not start on top of them.
+            gc.collect()
             heap.trim()
             if stage.name == until:
                 break

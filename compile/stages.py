@@ -288,6 +288,12 @@ def quantized_reference(build) -> None:
     if build.exported.quantized_outputs is not None:  # the exporter ran its own (a calibrated graph's fake-quant)
         build.quantized_outputs = build.exported.quantized_outputs
         return
+    if build.exported.quantized_reference is not None:  # from the model the exporter kept (ExecuTorch's eager)
+        reference = build.exported.quantized_reference
+        build.exported = dataclasses.replace(build.exported, quantized_reference=None)
+        build.quantized_outputs = reference(build.eval_set)
+        del reference  # the exporter's model goes now, before the golden and accuracy stages
+        return
     # A calibrated plan (GPTQ grids, 8-bit units) is part of the weights: the eager reference applies it too;
     # ONNX references read the artifact's own weights and need nothing more.
     extra = {"plan": build.quant_plan} if build.recipe.scheme.calibrated and build.recipe.runtime == "executorch" else {}

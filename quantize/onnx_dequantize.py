@@ -6,6 +6,8 @@ gap (int8 activations at accuracy level 4, and the runtime's kernels)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -44,47 +46,59 @@ def dequantize_gather_block(data: np.ndarray, scales: np.ndarray, zero_points: n
     return ((codes - zp) * scales.reshape(rows, -1, 1).astype(np.float32)).reshape(rows, cols)
 
 
-def dequantized_model(model):
-    """A copy of `model` (weights in memory) with every quantized MatMul replaced by an fp32 MatMul."""
+def write_dequantized(src: Path, dst: Path) -> Path:
+    """`src` with every quantized MatMul replaced by an fp32 MatMul, saved as `dst` plus `dst.name + '.data'`.
+
+    Streamed: `src` is read one tensor at a time and each fp32 weight is written to the data file as soon as
+    it is made, so a 1B model's 5 GB of fp32 weights are never in memory (the whole-model ModelProto would
+    hold them twice, and protobuf refuses a message above 2 GB). Returns `dst`."""
     import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
+    model = onnx.load(str(src), load_external_data=False)
+    graph, folder = model.graph, str(Path(src).resolve().parent)
     inits = {t.name: t for t in graph.initializer}
-    array = lambda name: numpy_helper.to_array(inits[name]) if name in inits else None  # noqa: E731
+
+    def array(name: str) -> np.ndarray:
+        if name not in inits:
+            raise ValueError(f"{src}: quantized weight {name!r} is not an initializer of the model (computed in the "
+                             "graph?); the dequantizer reads weights stored as initializers only")
+        return numpy_helper.to_array(inits[name], base_dir=folder)
+
+    def optional(node, index: int) -> np.ndarray | None:
+        return array(node.input[index]) if len(node.input) > index and node.input[index] else None
+
     producers = {o: node for node in graph.node for o in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
         for i in node.input:
             consumers.setdefault(i, []).append(node)
+    data = _DataFile(dst.with_name(dst.name + ".data"))
     replace, drop, new_inits = {}, set(), []
     for node in graph.node:
         if node.op_type == "GatherBlockQuantized":
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if attrs.get("gather_axis", 0) != 0 or attrs.get("quantize_axis", 1) != 1:
                 raise ValueError(f"{node.name}: only an embedding table quantized along its rows is supported")
-            zp = array(node.input[3]) if len(node.input) > 3 and node.input[3] else None
             shared = _shared_output_weights(node.input[0], producers, consumers, inits)
             if shared is not None:  # a tied table: the builder gathers from the output layer's packed codes
                 head = {a.name: helper.get_attribute_value(a) for a in shared.attribute}
-                head_zp = array(shared.input[3]) if len(shared.input) > 3 and shared.input[3] else None
-                table = dequantize_matmul_nbits(array(shared.input[1]), array(shared.input[2]), head_zp, head["K"],
-                                                head["N"], head["bits"], head["block_size"]).T.copy()
+                table = dequantize_matmul_nbits(array(shared.input[1]), array(shared.input[2]), optional(shared, 3),
+                                                head["K"], head["N"], head["bits"], head["block_size"]).T
             else:
-                table = dequantize_gather_block(array(node.input[0]), array(node.input[2]), zp, attrs["block_size"])
+                table = dequantize_gather_block(array(node.input[0]), array(node.input[2]), optional(node, 3),
+                                                attrs["block_size"])
             name = node.input[0] + "_dequantized"
-            new_inits.append(numpy_helper.from_array(table, name))
+            new_inits.append(data.tensor(table, name))
             replace[id(node)] = helper.make_node("Gather", [name, node.input[1]], list(node.output), name=node.name)
         if node.op_type == "MatMulNBits":
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            zp = array(node.input[3]) if len(node.input) > 3 and node.input[3] else None
             if len(node.input) > 4 and any(node.input[4:]):
                 raise ValueError(f"{node.name}: MatMulNBits with g_idx or bias is not supported")
-            w = dequantize_matmul_nbits(array(node.input[1]), array(node.input[2]), zp, attrs["K"], attrs["N"],
-                                        attrs["bits"], attrs["block_size"])
+            w = dequantize_matmul_nbits(array(node.input[1]), array(node.input[2]), optional(node, 3), attrs["K"],
+                                        attrs["N"], attrs["bits"], attrs["block_size"])
             name = node.input[1] + "_dequantized"
-            new_inits.append(numpy_helper.from_array(w, name))
+            new_inits.append(data.tensor(w, name))
             replace[id(node)] = helper.make_node("MatMul", [node.input[0], name], list(node.output), name=node.name)
         elif node.op_type == "MatMulInteger" and node.input[1] in inits:
             # DynamicQuantizeLinear(x) -> MatMulInteger(xq, Wq, xzp, Wzp) -> Cast -> Mul(., x_scale * W_scale)
@@ -95,7 +109,7 @@ def dequantized_model(model):
             w_scale = next(array(i) for i in scale_mul.input if i in inits)
             w = (array(node.input[1]).astype(np.float32) - array(node.input[3]).astype(np.float32)) * w_scale
             name = node.input[1] + "_dequantized"
-            new_inits.append(numpy_helper.from_array(w.astype(np.float32), name))
+            new_inits.append(data.tensor(w.astype(np.float32), name))
             replace[id(rescale)] = helper.make_node("MatMul", [quantize_x.input[0], name], list(rescale.output),
                                                     name=node.name + "_dequantized")
             drop.update({id(node), id(cast)})
@@ -104,7 +118,52 @@ def dequantized_model(model):
     graph.node.extend(_live(nodes, {o.name for o in graph.output}))
     graph.initializer.extend(new_inits)
     _drop_unused_initializers(graph)
-    return model
+    for tensor in graph.initializer:  # what stays of the source's external weights moves into our data file
+        if tensor.data_location == onnx.TensorProto.EXTERNAL and tensor.name not in data.written:
+            data.copy(tensor, folder)
+    data.close()
+    onnx.save(model, str(dst))
+    return dst
+
+
+class _DataFile:
+    """One external data file written tensor by tensor; each tensor proto made refers to its bytes there."""
+
+    ALIGN = 4096  # page-aligned offsets, so onnxruntime can map each weight
+
+    def __init__(self, path: Path):
+        self.path, self.file, self.written = path, open(path, "wb"), set()
+
+    def tensor(self, array: np.ndarray, name: str):
+        import onnx
+
+        t = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
+        self._refer(t, np.ascontiguousarray(array).tobytes())
+        return t
+
+    def copy(self, tensor, folder: str) -> None:
+        """A source tensor's bytes as stored (int4 stays packed), moved from the source's data file to ours."""
+        info = {e.key: e.value for e in tensor.external_data}
+        with open(Path(folder) / info["location"], "rb") as f:
+            f.seek(int(info.get("offset", 0)))
+            raw = f.read(int(info["length"])) if "length" in info else f.read()
+        self._refer(tensor, raw)
+
+    def _refer(self, tensor, raw: bytes) -> None:
+        import onnx
+
+        offset = self.file.tell() + -self.file.tell() % self.ALIGN
+        self.file.seek(offset)
+        self.file.write(raw)
+        tensor.ClearField("raw_data")
+        del tensor.external_data[:]
+        for key, value in (("location", self.path.name), ("offset", str(offset)), ("length", str(len(raw)))):
+            tensor.external_data.add(key=key, value=value)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        self.written.add(tensor.name)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _shared_output_weights(data: str, producers: dict, consumers: dict, inits: dict):

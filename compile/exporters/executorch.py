@@ -10,6 +10,7 @@ Llama 3.1 rope scaling only on that path (its HF-RoPE path ignores rope_scaling)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import tempfile
@@ -193,6 +194,8 @@ def delegation_summary(graph_module, backends: tuple[str, ...]) -> Delegation:
 
 def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backends: tuple[str, ...],
            work: Path, inputs=None) -> Exported:
+    """export_llama's pipeline on our weights; with an eval set in `inputs`, also the quantized reference,
+    from the very model just exported (no second load and quantization of the checkpoint)."""
     import executorch.kernels.quantized  # noqa: F401  (out-variants of the quantized_decomposed ops 8w leaves in the graph)
     from executorch.examples.models.llama import export_llama_lib as et
 
@@ -200,25 +203,43 @@ def export(ckpt: LlamaCheckpoint, scheme: QuantScheme, max_seq_len: int, backend
 
     plan = inputs.plan if inputs is not None else None
     params = meta_params(ckpt.config)
-    inputs = _checkpoint_folder()
+    folder = _checkpoint_folder()
     try:
-        write_weightless_checkpoint(ckpt, inputs / "checkpoint.pth")
-        (inputs / "params.json").write_text(json.dumps(params))
-        config = llm_config(inputs, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)
+        write_weightless_checkpoint(ckpt, folder / "checkpoint.pth")
+        (folder / "params.json").write_text(json.dumps(params))
+        config = llm_config(folder, work, ckpt.bos_id, ckpt.eos_ids, max_seq_len)
         config.model.quantize_kv_cache = scheme.kv_cache == 8  # export_llama's --quantize_kv_cache
         et._validate_args(config)
         manager = et._prepare_for_llama_export(config)  # ExecuTorch's model + its SDPA / KV-cache transforms
         with torch.no_grad():
             manager = manager.source_transform([lambda model: assign_weights_(model, ckpt),
                                                 lambda model: apply_scheme_(model, scheme, plan)])
-        exported = manager.export()
-        exported.run_canonical_optimizations()
+        manager.export()
+        manager.run_canonical_optimizations()
         partitioners = [p for backend in backends for p in PARTITIONERS[backend](scheme)]
-        lowered = exported.to_edge_transform_and_lower(partitioners)
-        delegation = delegation_summary(lowered.edge_manager.exported_program().graph_module, backends)
-        program = lowered.to_executorch(passes=[])
+        manager.to_edge_transform_and_lower(partitioners)
+        delegation = delegation_summary(manager.edge_manager.exported_program().graph_module, backends)
+        manager.to_executorch(passes=[])
         pte = work / "model.pte"
-        program.save_to_pte(str(pte.resolve()))
-        return Exported(files=(pte,), lowering=Lowering(quantization=describe(scheme), delegation=delegation))
+        manager.save_to_pte(str(pte.resolve()))
+        lowering = Lowering(quantization=describe(scheme), delegation=delegation)
+        model = manager.model
+        del manager  # the lowering's programs go; the quantized eager model stays for the reference
+        return Exported(files=(pte,), lowering=lowering, quantized_reference=functools.partial(
+            _quantized_outputs_of_exported, model))
     finally:
-        shutil.rmtree(inputs, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _quantized_outputs_of_exported(model: torch.nn.Module, eval_set) -> tuple:
+    """The quantized reference from the eager model export_llama's pipeline just exported: the same torchao
+    weights, its own custom SDPA and KV-cache modules (int8 ones for -kv8), its weights dequantized once,
+    every position's logits on, KV-cached greedy runs. The separate reference
+    (golden_build.quantized_eager_outputs) would read and quantize the checkpoint again: for a 1B model a
+    second 5 GB of fp32 weights and minutes of quantization."""
+    from llamaport.compile.golden_build import eager_outputs
+    from llamaport.quantize.dequantized_once import dequantize_once_
+
+    model.generate_full_logits = True  # read by the Transformer's forward: logits of every position
+    with torch.no_grad():
+        return eager_outputs(dequantize_once_(model), eval_set)

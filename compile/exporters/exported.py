@@ -3,6 +3,7 @@ was applied and lowered (the manifest's `lowering`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ class Exported:
     # (teacher-forced logits, greedy runs) of the quantized reference, when the exporter computed them
     # itself (a calibrated graph exists only inside the export)
     quantized_outputs: tuple | None = None
+    # or a way to compute them from what the export kept (its quantized eager model), given the eval set: the
+    # quantized_reference stage calls it, and the exporter's model goes with it
+    quantized_reference: Callable[[object], tuple] | None = None
     rope_layout: str | None = None  # when the exporter did not keep Meta's interleaved q/k layout
 
 

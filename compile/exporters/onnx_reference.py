@@ -16,16 +16,13 @@ from llamaport.quantize.schemes import QuantScheme
 
 def dequantized_outputs(ckpt: LlamaCheckpoint, scheme: QuantScheme, eval_set: EvalSet, context_len: int,
                         artifact: Path) -> tuple[torch.Tensor, list[list[int]]]:
-    import onnx
-
-    from llamaport.quantize.onnx_dequantize import dequantized_model
-    from llamaport.quantize.onnx_files import save_self_contained
+    from llamaport.quantize.onnx_dequantize import write_dequantized
     from llamaport.runtime_tests.device.drivers.onnxruntime_session import OrtModel
     from llamaport.runtime_tests.device.timing import greedy
 
     with tempfile.TemporaryDirectory(prefix="llamaport-dequantized-") as tmp:
         path = Path(tmp) / "model.onnx"
-        save_self_contained(dequantized_model(onnx.load(str(artifact), load_external_data=True)), path)
+        write_dequantized(artifact, path)
         cfg = ckpt.config
         model = OrtModel(path, cfg["num_key_value_heads"], cfg["head_dim"], context_len)
         logits = torch.from_numpy(model.teacher_forced_logits(eval_set.ids))
