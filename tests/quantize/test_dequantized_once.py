@@ -52,3 +52,23 @@ def test_cached_greedy_follows_rereading_the_sequence(default_checkpoint):
                 same += 1
     assert len(runs) == 3 and all(len(r) == eval_set.greedy_tokens for r in runs)
     assert same >= 0.9 * 3 * eval_set.greedy_tokens
+
+
+def test_quantized_embedding_stays_int8_and_reads_only_its_rows(default_checkpoint):
+    """A dequantized-once fp32 table would be a 1B model's largest tensor (1 GB): the lookup dequantizes the
+    rows it reads, to the values torchao's own (whole-table) lookup gives."""
+    from llamaport.quantize.dequantized_once import RowDequantizedEmbedding
+
+    model = quantized_eager(default_checkpoint, resolve_scheme("8da4w-g32-emb4g32"), 128, full_logits=True)
+    quantized = model.tok_embeddings
+    ids = torch.tensor([[5, 0, 311, 5], [2, 9, 9, 1]])
+    with torch.inference_mode():
+        expected = quantized(ids)
+        dequantize_once_(model)
+        assert isinstance(model.tok_embeddings, RowDequantizedEmbedding)
+        assert model.tok_embeddings.table.qdata.dtype == torch.int8
+        assert model.tok_embeddings.table.qdata.shape == quantized.weight.shape  # the whole table, int8
+        assert all(type(p) is type(quantized.weight) for p in model.tok_embeddings.parameters())  # no fp32 copy
+        got = model.tok_embeddings(ids)
+    assert got.shape == expected.shape == (2, 4, default_checkpoint.config["hidden_size"])
+    assert torch.equal(got, expected)
